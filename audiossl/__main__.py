@@ -1,0 +1,5 @@
+import sys
+
+from audiossl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``audiossl`` subcommand (see ``audiossl/cli.py``)."""

@@ -1,0 +1,90 @@
+"""`audiossl show-masks`: PNGs, stats table and JSON, skipped families, errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import pytest
+
+from audiossl.commands import show_masks
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    show_masks.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_generated_signal_writes_pngs_and_stats(tmp_path, capsys):
+    out = tmp_path / "masks"
+    args = parse("--out", str(out), "--families", "random,chunk,drop", "--target-length", "256",
+                 "--stats-rows", "64", "--examples", "2")
+    assert show_masks.run(args) == 0
+    for name in ("random", "chunk", "drop"):
+        data = (out / f"{name}.png").read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["grid"] == [16, 8] and stats["source"] == "generated test signal"
+    fam = stats["families"]
+    # 128 tokens: random 0.8 keeps int(128 * 0.2) = 25; chunk keeps SSAST's 112/512 share = 28
+    assert fam["random"]["coverage_mean"] == pytest.approx(103 / 128)
+    assert fam["chunk"]["coverage_mean"] == pytest.approx(100 / 128)
+    assert fam["drop"]["coverage_mean"] == pytest.approx(1 - (12 * 6) / 128)  # int(16*.8)=12, int(8*.8)=6
+    table = capsys.readouterr().out
+    assert "random" in table and "coverage_mean" in table
+
+
+def test_missing_family_module_is_skipped_with_a_log_line(tmp_path, monkeypatch, caplog):
+    families = dict(show_masks.FAMILIES)
+    families["ghost"] = show_masks._config_sampler("audiossl.masking.ghost_family", "GhostMask")
+    families["broken"] = show_masks._config_sampler("audiossl.masking.random", "NoSuchMask")
+    monkeypatch.setattr(show_masks, "FAMILIES", families)
+    caplog.set_level(logging.INFO, logger="audiossl.commands.show_masks")
+    args = parse("--out", str(tmp_path), "--families", "ghost,broken,drop", "--target-length", "128",
+                 "--stats-rows", "16", "--examples", "1")
+    assert show_masks.run(args) == 0
+    text = caplog.text
+    assert "skipping family ghost: module audiossl.masking.ghost_family is not available" in text
+    assert "skipping family broken" in text
+    assert (tmp_path / "drop.png").exists() and not (tmp_path / "ghost.png").exists()
+
+
+def test_real_speech_file(tmp_path, make_speech):
+    # make_speech (tests/conftest.py) skips with a message where espeak-ng is missing; 44.1 kHz
+    # stereo also exercises the resampling and downmix on the way in
+    wav = make_speech("masks over a spectrogram of speech", sample_rate=44100, channels=2)
+    args = parse("--audio", str(wav), "--out", str(tmp_path / "out"), "--families", "random",
+                 "--target-length", "320", "--stats-rows", "32", "--examples", "1")
+    assert show_masks.run(args) == 0
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["source"] == wav.name and stats["grid"] == [20, 8]
+    assert (tmp_path / "out" / "random.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_spectrogram_pads_and_crops():
+    import numpy as np
+
+    wave = show_masks.demo_signal(0.5)
+    spec = show_masks.spectrogram(wave, 100)
+    assert spec.shape == (100, 128)
+    # 0.5 s -> 48 frames, then padding at the clip's quietest value (silence in the picture)
+    assert (spec[48:] == spec[:48].min()).all() and spec[:48].std() > 1
+    assert show_masks.spectrogram(np.concatenate([wave] * 4), 64).shape == (64, 128)
+
+
+def test_errors(tmp_path, caplog, monkeypatch):
+    caplog.set_level(logging.ERROR)
+    bad = tmp_path / "not_audio.wav"
+    bad.write_bytes(b"this is not a wav file")
+    assert show_masks.run(parse("--audio", str(bad), "--out", str(tmp_path))) == 1
+    assert "not_audio.wav" in caplog.text
+    assert show_masks.run(parse("--families", "nope", "--out", str(tmp_path))) == 2
+    assert "unknown families" in caplog.text
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    assert show_masks.run(parse("--out", str(tmp_path))) == 1
+    assert "pip install 'audiossl[viz]'" in caplog.text

@@ -16,7 +16,6 @@ from audiossl.masking.multiblock import (
     MultiBlockMasks,
     _truncate_random,
     _truncate_raster,
-    mask_info_from_equal_rows,
     multiblock_audio,
     multiblock_image,
     multiblock_masks,
@@ -217,15 +216,6 @@ def test_corrected_full_context_block_is_the_complement_of_the_target_union():
     assert loose
     prefix = [bool(torch.equal(visible[b], complement[b] & (complement[b].cumsum(0) <= k))) for b in loose]
     assert not all(prefix)
-
-
-def test_mask_info_from_equal_rows_equals_base_from_mask():
-    g = gen(0)
-    mask = torch.rand(6, 50, generator=g).argsort(1) < 13
-    for m in (mask, torch.zeros(3, 7, dtype=torch.bool), torch.ones(3, 7, dtype=torch.bool)):
-        fast, ref = mask_info_from_equal_rows(m), MaskInfo.from_mask(m)
-        for name in ("mask", "ids_keep", "ids_restore", "ids_masked"):
-            assert torch.equal(getattr(fast, name), getattr(ref, name)), name
 
 
 def test_full_grid_context_with_overlap_allowed():

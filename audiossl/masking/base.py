@@ -14,7 +14,7 @@ random sampler keeps its noise order, as upstream does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -28,28 +28,43 @@ class MaskInfo:
     ids_masked: Tensor  # (B, N - K) long, hidden token indices
 
     @classmethod
-    def from_mask(cls, mask: Tensor) -> "MaskInfo":
-        """Build from a boolean ``(B, N)`` mask with the same number of hidden tokens per row."""
+    def from_mask(cls, mask: Tensor, num_masked: Optional[int] = None) -> "MaskInfo":
+        """Build from a boolean ``(B, N)`` mask with the same number of hidden tokens per row.
+
+        Both id groups come out ascending (EAT's ``make_maskinfo`` with a stable sort). Built
+        without sorting: a token's slot is a running count, so one ``cumsum`` gives
+        ``ids_restore`` and one scatter inverts it. Intermediates are int16 where the grid allows,
+        because at clone-batch sizes the int64 scratch tensors, not the arithmetic, cost most.
+        ``num_masked`` is the caller's promise of the per-row count and saves a host sync;
+        without it the counts are checked.
+        """
         if mask.dim() != 2:
             raise ValueError(f"mask must be (B, N), got shape {tuple(mask.shape)}")
         mask = mask.bool()
-        counts = mask.sum(1)
-        if counts.numel() and not bool((counts == counts[0]).all()):
-            raise ValueError(
-                "every row must hide the same number of tokens; got counts "
-                f"{sorted(set(counts.tolist()))}"
-            )
-        ids_shuffle = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
-        return cls.from_shuffle(ids_shuffle, mask.shape[1] - int(counts[0]) if counts.numel() else mask.shape[1])
+        rows, num_tokens = mask.shape
+        if num_masked is None:
+            counts = mask.sum(1)
+            if rows and not bool((counts == counts[0]).all()):
+                raise ValueError(
+                    "every row must hide the same number of tokens; got counts "
+                    f"{sorted(set(counts.tolist()))}"
+                )
+            num_masked = int(counts[0]) if rows else 0
+        num_keep = num_tokens - num_masked
+        small = torch.int16 if num_tokens < 2**15 else torch.int64
+        tokens = torch.arange(num_tokens, dtype=small, device=mask.device).expand(rows, num_tokens)
+        hidden_up_to = torch.cumsum(mask, dim=1, dtype=small)
+        ids_restore = torch.where(mask, hidden_up_to + (num_keep - 1), tokens - hidden_up_to).long()
+        ids_shuffle = _inverse_permutation(ids_restore)
+        return cls(mask, ids_shuffle[:, :num_keep], ids_restore, ids_shuffle[:, num_keep:])
 
     @classmethod
     def from_shuffle(cls, ids_shuffle: Tensor, num_keep: int) -> "MaskInfo":
         """Build from a permutation per row whose first ``num_keep`` entries stay visible."""
         B, N = ids_shuffle.shape
-        ids_restore = torch.argsort(ids_shuffle, dim=1)
         mask = torch.ones(B, N, dtype=torch.bool, device=ids_shuffle.device)
         mask.scatter_(1, ids_shuffle[:, :num_keep], False)
-        return cls(mask, ids_shuffle[:, :num_keep], ids_restore, ids_shuffle[:, num_keep:])
+        return cls(mask, ids_shuffle[:, :num_keep], _inverse_permutation(ids_shuffle), ids_shuffle[:, num_keep:])
 
     @property
     def batch_size(self) -> int:
@@ -94,6 +109,31 @@ class MaskInfo:
     def repeat_interleave(self, repeats: int) -> "MaskInfo":
         """Each row ``repeats`` times in a row (clone batches: row ``r * i + j`` is clone j of i)."""
         return MaskInfo(*(t.repeat_interleave(repeats, dim=0) for t in (self.mask, self.ids_keep, self.ids_restore, self.ids_masked)))
+
+
+GeneratorLike = Union[torch.Generator, int, None]
+
+
+def resolve_generator(
+    generator: GeneratorLike, device: Union[str, torch.device, None] = None
+) -> torch.Generator:
+    """The generator to draw from: the one given, a fresh one seeded with an int, or (None) a
+    fresh one seeded from OS entropy — never the global RNG, so library code cannot shift a
+    user's ``torch.manual_seed`` stream."""
+    if isinstance(generator, torch.Generator):
+        return generator
+    gen = torch.Generator(device=torch.device(device) if device is not None else "cpu")
+    if generator is None:
+        gen.seed()
+    else:
+        gen.manual_seed(int(generator))
+    return gen
+
+
+def _inverse_permutation(ids: Tensor) -> Tensor:
+    """Row-wise inverse of a permutation by one scatter (an argsort would sort again)."""
+    positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+    return torch.empty_like(ids).scatter_(1, ids, positions)
 
 
 def _gather(x: Tensor, ids: Tensor) -> Tensor:

@@ -56,8 +56,8 @@ from typing import Callable, Literal, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from audiossl.masking.base import MaskInfo
-from audiossl.masking.random import Device, Grid, info_from_bool, num_keep_for_ratio, resolve_generator
+from audiossl.masking.base import MaskInfo, resolve_generator
+from audiossl.masking.random import Device, Grid, num_keep_for_ratio
 
 __all__ = [
     "ChunkMask",
@@ -280,7 +280,7 @@ def chunk_mask(
     gen = resolve_generator(generator, device)
     if num_masked == 0 or (num_masked == N and not faithful):
         mask = torch.full((batch_size, N), num_masked == N, dtype=torch.bool, device=out_device or gen.device)
-        return info_from_bool(mask, num_masked)
+        return MaskInfo.from_mask(mask, num_masked)
 
     rows = 1 if (faithful and upstream == "mae_ast") else batch_size
     pick = torch.randint(sizes_choice.numel(), (rows,), generator=gen, device=gen.device)
@@ -293,7 +293,7 @@ def chunk_mask(
         mask = mask.expand(batch_size, N)
     if out_device is not None:
         mask = mask.to(out_device)
-    return info_from_bool(mask.contiguous(), num_masked)
+    return MaskInfo.from_mask(mask.contiguous(), num_masked)
 
 
 @dataclass

@@ -18,8 +18,8 @@ from typing import Tuple, Union
 
 import torch
 
-from audiossl.masking.base import MaskInfo
-from audiossl.masking.random import Device, Grid, info_from_bool, info_from_shuffle, num_keep_for_ratio, resolve_generator
+from audiossl.masking.base import MaskInfo, resolve_generator
+from audiossl.masking.random import Device, Grid, num_keep_for_ratio
 
 __all__ = ["TimeFreqDrop", "time_freq_drop"]
 
@@ -45,8 +45,8 @@ def time_freq_drop(
     ids_keep = (ids_t.unsqueeze(2) * W + ids_f.unsqueeze(1)).reshape(batch_size, keep_t * keep_f)
     mask = torch.ones(batch_size, H * W, dtype=torch.bool, device=ids_keep.device)
     mask.scatter_(1, ids_keep, False)
-    ids_masked = info_from_bool(mask, H * W - keep_t * keep_f).ids_masked  # hidden ids, ascending
-    return info_from_shuffle(torch.cat([ids_keep, ids_masked], dim=1), keep_t * keep_f)
+    ids_masked = MaskInfo.from_mask(mask, H * W - keep_t * keep_f).ids_masked  # hidden ids, ascending
+    return MaskInfo.from_shuffle(torch.cat([ids_keep, ids_masked], dim=1), keep_t * keep_f)
 
 
 @dataclass

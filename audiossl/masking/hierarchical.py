@@ -25,6 +25,7 @@ from typing import Literal, Sequence, Union
 
 import torch
 
+from audiossl.masking.base import resolve_generator
 from audiossl.masking.multiblock import (
     AspectUnits,
     Device,
@@ -32,7 +33,6 @@ from audiossl.masking.multiblock import (
     Mode,
     MultiBlockMasks,
     Range,
-    generator_or_fresh,
     multiblock_masks,
 )
 
@@ -106,7 +106,7 @@ def hierarchical_masks(
     counts = [int(npred)] * num_levels if isinstance(npred, int) else [int(n) for n in npred]
     if len(counts) != num_levels:
         raise ValueError(f"npred has {len(counts)} entries for {num_levels} levels")
-    generator = generator_or_fresh(generator, device)
+    generator = resolve_generator(generator, device)
     levels = [
         multiblock_masks(
             batch_size, grid, npred=n, pred_scale=(s, s), pred_aspect=pred_aspect,

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiossl.masking.base import MaskInfo
-from audiossl.masking.multiblock import GeneratorLike, generator_or_fresh
+from audiossl.masking.base import MaskInfo, resolve_generator
+from audiossl.masking.multiblock import GeneratorLike
 
 # Keeps log(u) and log(1 - u) finite in float32.
 _UNIFORM_EPS = 1e-6
@@ -60,7 +60,7 @@ def gumbel_sigmoid(
         raise ValueError(f"temperature must be > 0, got {tau}")
     perturbed = logits
     if noise:
-        g = generator_or_fresh(generator, logits.device)
+        g = resolve_generator(generator, logits.device)
         perturbed = logits + logistic_noise(logits.shape, generator=g, device=logits.device).to(logits.dtype)
     return perturbed, torch.sigmoid(perturbed / tau)
 

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from audiossl.masking.base import MaskInfo
+from audiossl.masking.base import GeneratorLike, MaskInfo, resolve_generator
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,6 @@ Mode = Literal["corrected", "faithful"]
 AspectUnits = Literal["patches", "grid"]
 Range = tuple[float, float]
 Device = Union[torch.device, str, None]
-GeneratorLike = Union[torch.Generator, int, None]
 
 # I-JEPA's retry budget before it drops one target constraint from the context.
 _FAITHFUL_TRIES_PER_LEVEL = 20
@@ -164,7 +163,7 @@ def multiblock_masks(
         raise ValueError(f"min_keep must be >= 0, got {min_keep}")
     if aspect_units not in ("patches", "grid"):
         raise ValueError(f"aspect_units must be 'patches' or 'grid', got {aspect_units!r}")
-    generator = generator_or_fresh(generator, device)
+    generator = resolve_generator(generator, device)
     device = torch.device(device) if device is not None else generator.device
     # A grid-relative aspect r = (h/H)/(w/W) is the patch aspect h/w = r * H / W.
     to_patches = H / W if aspect_units == "grid" else 1.0
@@ -188,8 +187,8 @@ def multiblock_masks(
         raise ValueError(f"mode must be 'corrected' or 'faithful', got {mode!r}")
     targets = targets.flatten(2)  # one block size per batch: equal lengths, nothing to truncate
     return MultiBlockMasks(
-        contexts=[mask_info_from_equal_rows(~contexts[:, j]) for j in range(nenc)],
-        targets=[mask_info_from_equal_rows(targets[:, i]) for i in range(npred)],
+        contexts=[MaskInfo.from_mask(~contexts[:, j]) for j in range(nenc)],
+        targets=[MaskInfo.from_mask(targets[:, i]) for i in range(npred)],
         grid=(H, W),
         num_relaxed=relaxed,
     )
@@ -246,36 +245,6 @@ MULTIBLOCK_PRESETS = {"image": multiblock_image, "audio": multiblock_audio}
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def generator_or_fresh(generator: GeneratorLike, device: Device = None) -> torch.Generator:
-    """The caller's generator, a fresh one seeded with an int, or (None) one seeded from OS
-    entropy: never the global RNG, so sampling cannot shift a user's ``torch.manual_seed`` stream."""
-    if isinstance(generator, torch.Generator):
-        return generator
-    g = torch.Generator(device=torch.device(device) if device is not None else "cpu")
-    if generator is None:
-        g.seed()
-    else:
-        g.manual_seed(int(generator))
-    return g
-
-
-def mask_info_from_equal_rows(mask: Tensor) -> MaskInfo:
-    """``MaskInfo.from_mask`` for masks known to hide the same count per row, without sorting.
-
-    Same result (both index groups ascending), but ``nonzero`` and one scatter replace two
-    argsorts, which were most of the sampler's time.
-    """
-    B, N = mask.shape
-    masked_cols = mask.nonzero()[:, 1]
-    num_masked = masked_cols.numel() // B  # not view(B, -1): that fails when a group is empty
-    ids_masked = masked_cols.view(B, num_masked)
-    ids_keep = (~mask).nonzero()[:, 1].view(B, N - num_masked)
-    ids_shuffle = torch.cat([ids_keep, ids_masked], 1)
-    positions = torch.arange(N, device=mask.device).expand(B, N)
-    ids_restore = torch.empty_like(ids_shuffle).scatter_(1, ids_shuffle, positions)
-    return MaskInfo(mask, ids_keep, ids_restore, ids_masked)
 
 
 def _check_grid(grid: Sequence[int]) -> tuple[int, int]:

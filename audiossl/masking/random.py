@@ -1,9 +1,7 @@
 """MAE random masking (and the MAE-AST / SSAST-frame variants of it).
 
-Also home of the small helpers the sibling samplers share: :func:`resolve_generator` (no sampler
-touches torch's global RNG), :func:`grid_size` (an ``(H, W)`` grid or a token count), and
-:func:`info_from_bool` / :func:`info_from_shuffle`, which build the same :class:`MaskInfo` as its
-``from_mask`` / ``from_shuffle`` classmethods with scatters and cumulative sums instead of sorts.
+Also home of :func:`grid_size` (an ``(H, W)`` grid or a token count) and
+:func:`num_keep_for_ratio`, which the sibling samplers share.
 """
 
 from __future__ import annotations
@@ -14,34 +12,17 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from audiossl.masking.base import MaskInfo
+from audiossl.masking.base import MaskInfo, resolve_generator
 
 __all__ = [
     "RandomMask",
     "grid_size",
-    "info_from_bool",
-    "info_from_shuffle",
     "num_keep_for_ratio",
     "random_mask",
-    "resolve_generator",
 ]
 
 Grid = Union[int, Tuple[int, int], Sequence[int]]
 Device = Union[str, torch.device, None]
-
-
-def resolve_generator(generator: Union[torch.Generator, int, None], device: Device = None) -> torch.Generator:
-    """A generator to draw from: the one given, a fresh one seeded with an int, or (None) a fresh
-    one seeded from OS entropy — never the global RNG, so library code cannot perturb a user's
-    ``torch.manual_seed`` stream."""
-    if isinstance(generator, torch.Generator):
-        return generator
-    gen = torch.Generator(device=torch.device(device) if device is not None else "cpu")
-    if generator is None:
-        gen.seed()
-    else:
-        gen.manual_seed(int(generator))
-    return gen
 
 
 def grid_size(grid: Grid) -> int:
@@ -52,35 +33,6 @@ def grid_size(grid: Grid) -> int:
     for g in grid:
         n *= int(g)
     return n
-
-
-def _inverse_permutation(ids: Tensor) -> Tensor:
-    """Row-wise inverse of a permutation by one scatter (an argsort would sort again)."""
-    arange = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
-    return torch.empty_like(ids).scatter_(1, ids, arange)
-
-
-def info_from_shuffle(ids_shuffle: Tensor, num_keep: int) -> MaskInfo:
-    """:meth:`MaskInfo.from_shuffle` without its argsort: same fields, built by scatters."""
-    B, N = ids_shuffle.shape
-    mask = torch.ones(B, N, dtype=torch.bool, device=ids_shuffle.device)
-    mask.scatter_(1, ids_shuffle[:, :num_keep], False)
-    return MaskInfo(mask, ids_shuffle[:, :num_keep], _inverse_permutation(ids_shuffle), ids_shuffle[:, num_keep:])
-
-
-def info_from_bool(mask: Tensor, num_masked: int) -> MaskInfo:
-    """:meth:`MaskInfo.from_mask` for a mask known to hide ``num_masked`` tokens in every row.
-
-    Same result (both id groups ascending) from two cumulative sums and a scatter instead of two
-    sorts, and no host sync, which matters at clone-batch sizes. The count is the caller's promise.
-    """
-    B, N = mask.shape
-    num_keep = N - num_masked
-    visible_rank = (~mask).cumsum(1) - 1
-    masked_rank = mask.cumsum(1) - 1 + num_keep
-    ids_restore = torch.where(mask, masked_rank, visible_rank)
-    ids_shuffle = _inverse_permutation(ids_restore)
-    return MaskInfo(mask, ids_shuffle[:, :num_keep], ids_restore, ids_shuffle[:, num_keep:])
 
 
 def num_keep_for_ratio(num_tokens: int, mask_ratio: float, min_keep: int = 0) -> int:
@@ -124,7 +76,7 @@ def random_mask(
     ids_shuffle = torch.argsort(noise, dim=1).to(device if device is not None else gen.device)
     if same_for_batch:
         ids_shuffle = ids_shuffle.expand(batch_size, -1).contiguous()
-    return info_from_shuffle(ids_shuffle, num_keep)
+    return MaskInfo.from_shuffle(ids_shuffle, num_keep)
 
 
 @dataclass

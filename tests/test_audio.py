@@ -303,3 +303,11 @@ def test_save_wav_is_atomic_and_roundtrips(tmp_path):
     with pytest.raises(Exception):
         save_wav(tmp_path / "bad.wav", np.zeros(10), 8000, subtype="NOT_A_SUBTYPE")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.wav", "s.wav"]
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_channel_mean_equals_numpy_mean(channels):
+    from audiossl.audio import _channel_mean
+
+    data = np.random.default_rng(channels).standard_normal((4001, channels)).astype(np.float32)
+    assert np.array_equal(_channel_mean(data), data.mean(axis=1, dtype=np.float32))

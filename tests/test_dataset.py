@@ -1,0 +1,623 @@
+"""Tests for audiossl/data/dataset.py: datasets, collate, augmentations, balanced sampling."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torchaudio
+
+from audiossl.data.dataset import (
+    DatasetError,
+    Mixup,
+    NoiseAugment,
+    SpecAugment,
+    balanced_sample_weights,
+    collate,
+    item_generator,
+    make_weighted_sampler,
+    mixup,
+    noise_augment,
+    random_gain,
+    random_roll,
+    read_weights_csv,
+    roll_rows,
+    spec_augment,
+    write_weights_csv,
+)
+
+BETA10_VAR = 1.0 / 84.0  # Var Beta(a, a) = 1 / (4 (2a + 1)) = 1/84 for a = 10
+
+
+def gen(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+# ---------------------------------------------------------------------------------------------
+# SpecAugment
+
+
+def test_spec_augment_equals_torchaudio_iid_masks():
+    """Same seed → the very masks torchaudio's iid Frequency- then TimeMasking draw on (B,1,F,T)."""
+    B, T, F = 6, 100, 128
+    x = torch.randn(B, T, F, generator=gen(1)) + 3.0
+    ours = spec_augment(x, freqm=48, timem=60, generator=gen(123))
+
+    torch.manual_seed(123)
+    ref = x.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T): the AST issue #58 layout
+    ref = torchaudio.transforms.FrequencyMasking(48, iid_masks=True)(ref)
+    ref = torchaudio.transforms.TimeMasking(60, iid_masks=True)(ref)
+    ref = ref.squeeze(1).transpose(1, 2)
+    assert torch.equal(ours, ref)
+
+
+def test_spec_augment_widths_below_param_and_value():
+    B, T, F = 400, 64, 32
+    x = torch.full((B, T, F), 5.0)
+    out = spec_augment(x, freqm=8, timem=12, generator=gen(0), value=-1.5)
+    masked = out == -1.5
+    assert torch.all((out == 5.0) | masked)
+    # a frequency band masks whole columns, a time band whole rows
+    freq_cols = masked.all(dim=1)  # (B, F)
+    time_rows = masked.all(dim=2)  # (B, T)
+    f_width = freq_cols.sum(1)
+    t_width = time_rows.sum(1)
+    assert int(f_width.max()) <= 7 and int(t_width.max()) <= 11  # U{0..param-1}
+    assert int(f_width.max()) == 7 and int(t_width.max()) == 11  # and the top is reached
+    # widths are uniform on {0..param-1}: mean (param-1)/2
+    assert abs(f_width.float().mean().item() - 3.5) < 0.35
+    assert abs(t_width.float().mean().item() - 5.5) < 0.5
+    # bands are contiguous
+    for b in range(20):
+        cols = torch.nonzero(freq_cols[b]).flatten()
+        if len(cols):
+            assert int(cols[-1] - cols[0] + 1) == len(cols)
+    # each cell is masked iff its row or its column is
+    assert torch.equal(masked, freq_cols[:, None, :] | time_rows[:, :, None])
+    # per-item positions differ
+    assert len({tuple(torch.nonzero(time_rows[b]).flatten().tolist()) for b in range(B)}) > 20
+
+
+def test_spec_augment_class_and_4d_and_per_bin_value():
+    x = torch.zeros(3, 1, 20, 8)
+    value = torch.arange(8, dtype=torch.float32) + 1
+    out = SpecAugment(4, 6, value=value, generator=7)(x)
+    assert out.shape == x.shape
+    hit = out[:, 0] != 0
+    # masked cells carry their bin's value
+    cols = torch.arange(8).expand(3, 20, 8)
+    assert torch.equal(out[:, 0][hit], (cols[hit] + 1).float())
+    # zero params: no-op
+    assert torch.equal(spec_augment(x[:, 0], 0, 0, gen(0)), x[:, 0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixup
+
+
+def test_mixup_label_arithmetic_by_hand():
+    x = torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [4.0, 4.0]])
+    y = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0]])
+    res = mixup(x, y, gen(5), alpha=10.0, prob=1.0, mode="elem")
+    lam = res.lam
+    assert lam.shape == (4,) and torch.all((lam > 0) & (lam < 1))
+    # item 0 mixes with item 3, item 1 with item 2
+    l0, l1 = lam[0].item(), lam[1].item()
+    assert res.labels[0].tolist() == pytest.approx([1.0, 1 - l0, 0.0])  # shared label → 1.0
+    assert res.labels[1].tolist() == pytest.approx([0.0, l1, 1 - l1])
+    assert res.fbank[0].tolist() == pytest.approx([l0 * 1 + (1 - l0) * 4] * 2)
+    assert res.fbank[1].tolist() == pytest.approx([l1 * 2 + (1 - l1) * 3] * 2)
+    # labels still sum to the mix of the two label counts
+    expected = lam * y.sum(1) + (1 - lam) * y.flip(0).sum(1)
+    assert torch.allclose(res.labels.sum(1), expected)
+
+
+def test_mixup_lambda_distribution_is_beta10():
+    B = 40000
+    res = mixup(torch.zeros(B, 1), torch.zeros(B, 1), gen(0), alpha=10.0, prob=1.0, mode="elem")
+    lam = res.lam.double()
+    assert abs(lam.mean().item() - 0.5) < 0.003
+    assert abs(lam.var().item() - BETA10_VAR) / BETA10_VAR < 0.05
+
+
+def test_mixup_batch_mode_and_probability_and_lengths():
+    x = torch.randn(8, 5, 3, generator=gen(0))
+    y = torch.eye(8)
+    lengths = torch.tensor([5, 1, 2, 3, 4, 5, 5, 2])
+    m = Mixup(alpha=0.8, prob=1.0, mode="batch", generator=3)
+    res = m(x, y, lengths)
+    assert torch.all(res.lam == res.lam[0]) and 0 < res.lam[0] < 1
+    assert torch.equal(res.lengths, torch.maximum(lengths, lengths.flip(0)))
+    # prob: fraction of mixed batches / items
+    g = gen(1)
+    mixed = sum(
+        bool(mixup(x, y, g, alpha=10.0, prob=0.3, mode="batch").lam[0] < 1) for _ in range(2000)
+    )
+    assert abs(mixed / 2000 - 0.3) < 0.035
+    lam = mixup(torch.zeros(20000, 1), torch.zeros(20000, 1), gen(2), prob=0.5, mode="elem").lam
+    assert abs((lam < 1).float().mean().item() - 0.5) < 0.015
+    # unmixed items are untouched
+    res = mixup(x, y, gen(9), prob=0.0, mode="elem", lengths=lengths)
+    assert torch.equal(res.fbank, x) and torch.equal(res.labels, y) and torch.equal(res.lengths, lengths)
+    # reproducible
+    a = mixup(x, y, gen(4), mode="elem")
+    b = mixup(x, y, gen(4), mode="elem")
+    assert torch.equal(a.fbank, b.fbank) and torch.equal(a.lam, b.lam)
+
+
+# ---------------------------------------------------------------------------------------------
+# Roll / gain / noise
+
+
+def test_roll_rows_matches_torch_roll():
+    x = torch.arange(4 * 7 * 2, dtype=torch.float32).view(4, 7, 2)
+    shifts = torch.tensor([0, 3, -2, 9])
+    out = roll_rows(x, shifts)
+    for b in range(4):
+        assert torch.equal(out[b], torch.roll(x[b], int(shifts[b]), dims=0))
+    lengths = torch.tensor([7, 4, 3, 1])
+    out = roll_rows(x, shifts, lengths)
+    for b in range(4):
+        n = int(lengths[b])
+        assert torch.equal(out[b, :n], torch.roll(x[b, :n], int(shifts[b]), dims=0))
+        assert torch.equal(out[b, n:], x[b, n:])
+
+
+def test_random_roll_waveform_shift_range():
+    wav = torch.arange(10, dtype=torch.float32).expand(3000, 10)
+    out = random_roll(wav, gen(0))
+    shifts = (-out[:, 0]) % 10  # out[0] = x[-s mod N]
+    assert set(shifts.long().tolist()) == set(range(10))  # U{0..N-1}
+    out = random_roll(torch.arange(100.0).expand(3000, 100), gen(1), max_shift=10)
+    s = out[:, 0].long()
+    signed = torch.where(s > 50, s - 100, s)  # out[0] = x[-shift mod 100]
+    assert set((-signed).tolist()) == set(range(-10, 10))  # randint(-10, 10): -10..9
+
+
+def test_random_gain_is_beta_plus_half():
+    wav = torch.ones(30000, 4)
+    out = random_gain(wav, gen(0))
+    g = out[:, 0].double()
+    assert torch.all(out == out[:, :1])
+    assert g.min() > 0.5 and g.max() < 1.5
+    assert abs(g.mean().item() - 1.0) < 0.003
+    assert abs(g.var().item() - BETA10_VAR) / BETA10_VAR < 0.05
+
+
+def test_noise_augment_is_scaled_uniform_then_time_roll():
+    B, T, F = 6, 30, 4
+    x = torch.randn(B, T, F, generator=gen(0))
+    out = noise_augment(x, gen(1))
+    assert torch.equal(NoiseAugment(generator=1)(x), out)  # class == function, same generator
+    for b in range(B):
+        matches = []
+        for s in range(-10, 10):
+            noise = torch.roll(out[b], -s, dims=0) - x[b]
+            if noise.min() >= -1e-6 and noise.max() < 0.1 + 1e-6:
+                matches.append(s)
+        # exactly one shift undoes the roll and leaves noise in [0, U(0,1)/10) with one scale
+        assert len(matches) == 1, (b, matches)
+        noise = torch.roll(out[b], -matches[0], dims=0) - x[b]
+        assert noise.std() > 0  # i.i.d. per cell, not a constant
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-item generators
+
+
+def test_item_generator_reproducible_and_distinct():
+    def draw(*key):
+        return torch.rand(4, generator=item_generator(*key)).tolist()
+
+    assert draw(0, 0, 5) == draw(0, 0, 5)
+    keys = [(0, 0, 5), (0, 1, 5), (0, 0, 6), (1, 0, 5), (0, 5, 0), (0, 1, 4)]
+    assert len({tuple(draw(*k)) for k in keys}) == len(keys)
+    with pytest.raises(ValueError):
+        item_generator(-1, 0, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Collate
+
+
+def test_collate_pads_at_end_with_pad_value_and_returns_lengths():
+    items = [
+        {"fbank": torch.full((3, 2), 1.0), "length": 3, "labels": torch.tensor([1.0, 0.0]), "index": 0, "id": "a"},
+        {"fbank": torch.full((5, 2), 2.0), "length": 5, "labels": torch.tensor([0.0, 1.0]), "index": 7, "id": "b", "lam": 0.25},
+        {"fbank": torch.full((1, 2), 3.0), "length": 1, "labels": torch.tensor([1.0, 1.0]), "index": 2, "id": "c"},
+    ]
+    out = collate(items, pad_value=0.467)
+    assert out["fbank"].shape == (3, 5, 2)
+    assert out["lengths"].tolist() == [3, 5, 1]
+    assert out["indices"].tolist() == [0, 7, 2]
+    assert out["ids"] == ["a", "b", "c"]
+    assert out["lam"].tolist() == [1.0, 0.25, 1.0]
+    assert torch.equal(out["labels"], torch.tensor([[1.0, 0], [0, 1], [1, 1]]))
+    assert torch.all(out["fbank"][0, :3] == 1.0) and torch.allclose(out["fbank"][0, 3:], torch.tensor(0.467))
+    assert torch.all(out["fbank"][1] == 2.0)
+    assert torch.all(out["fbank"][2, 0] == 3.0) and torch.allclose(out["fbank"][2, 1:], torch.tensor(0.467))
+    # per-bin pad value
+    out = collate(items, pad_value=torch.tensor([-1.0, -2.0]))
+    assert out["fbank"][2, 4].tolist() == [-1.0, -2.0]
+    # a batch without ids has no "ids"
+    assert "ids" not in collate([{k: v for k, v in it.items() if k != "id"} for it in items])
+
+
+# ---------------------------------------------------------------------------------------------
+# Balanced sampling
+
+
+HAND_LABELS = np.array(
+    [[1, 0, 0], [1, 1, 0], [0, 0, 1], [1, 0, 1], [0, 0, 0]], dtype=bool
+)
+
+
+def test_balanced_weights_hand_computed():
+    # counts: class0 = 3, class1 = 1, class2 = 2
+    w0, w1, w2 = 1000 / 3.01, 1000 / 1.01, 1000 / 2.01
+    expected = [w0, w0 + w1, w2, w0 + w2, 0.0]
+    assert balanced_sample_weights(HAND_LABELS).tolist() == pytest.approx(expected, rel=1e-12)
+
+
+def test_weights_csv_roundtrip_and_ast_format(tmp_path):
+    w = balanced_sample_weights(HAND_LABELS)
+    p = write_weights_csv(tmp_path / "train_weight.csv", w)
+    assert not (tmp_path / "train_weight.csv.partial").exists()
+    lines = p.read_text().splitlines()
+    assert len(lines) == 5 and float(lines[1]) == pytest.approx(1000 / 3.01 + 1000 / 1.01)
+    assert np.array_equal(read_weights_csv(p, expected=5), w)  # %.18e is exact for float64
+    # a file written by AST's gen_weight_file.py (np.savetxt defaults)
+    np.savetxt(tmp_path / "ast_weight.csv", w, delimiter=",")
+    assert np.array_equal(read_weights_csv(tmp_path / "ast_weight.csv"), w)
+    with pytest.raises(DatasetError, match="ast_weight.csv.*4 clips"):
+        read_weights_csv(tmp_path / "ast_weight.csv", expected=4)
+    bad = tmp_path / "bad_weight.csv"
+    bad.write_text("1.0\nnot-a-number\n")
+    with pytest.raises(DatasetError, match="bad_weight.csv"):
+        read_weights_csv(bad)
+    with pytest.raises(DatasetError, match="missing_weight.csv"):
+        read_weights_csv(tmp_path / "missing_weight.csv")
+
+
+def test_weighted_sampler_follows_weights_and_is_seeded():
+    w = np.array([1.0, 3.0, 0.0, 6.0])
+    s = make_weighted_sampler(w, num_samples=20000, generator=0)
+    draws = np.array(list(s))
+    assert list(make_weighted_sampler(w, num_samples=50, generator=0)) == list(draws[:50])
+    freq = np.bincount(draws, minlength=4) / len(draws)
+    assert freq[2] == 0
+    assert freq == pytest.approx([0.1, 0.3, 0.0, 0.6], abs=0.015)
+    assert len(list(make_weighted_sampler(w))) == 4
+    without = list(make_weighted_sampler(w, num_samples=3, replacement=False, generator=1))
+    assert sorted(without) == [0, 1, 3]
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets on a real store built by the real writer
+
+SR = 16000
+AUDIOSET_MEAN, AUDIOSET_STD = -4.2677393, 4.5689974
+PAD_AUDIOSET = (0.0 - AUDIOSET_MEAN) / (2 * AUDIOSET_STD)  # = 0.46703...
+# seconds → frames 1 + (N - 400) // 160: 118, 68, 198, 148, 88, 308
+CLIP_SECONDS = (1.2, 0.7, 2.0, 1.5, 0.9, 3.1)
+CLIP_LABELS = (("/m/a",), ("/m/b",), ("/m/a", "/m/c"), ("/m/c",), ("/m/b", "/m/c"), ("/m/a",))
+
+
+def _synth(rng: np.random.Generator, seconds: float) -> np.ndarray:
+    n = int(SR * seconds)
+    t = np.arange(n) / SR
+    wav = 0.05 * rng.standard_normal(n)
+    for _ in range(2):
+        wav += 0.2 * np.sin(2 * np.pi * rng.uniform(100, 5000) * t)
+    wav[rng.integers(0, n // 2) :][: n // 4] += 0.3 * rng.standard_normal(min(n // 4, n - n // 2))
+    return (wav / np.abs(wav).max() * 0.7).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    import pandas as pd
+    import soundfile as sf
+
+    from audiossl.data.manifest import Manifest, label_map_from_labels
+    from audiossl.data.store import precompute
+    from audiossl.features import FbankConfig, Normalizer
+
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(1234)
+    rows = []
+    for i, (sec, labels) in enumerate(zip(CLIP_SECONDS, CLIP_LABELS)):
+        path = root / f"clip{i}.wav"
+        sf.write(path, _synth(rng, sec), SR, subtype="PCM_16")
+        rows.append({"id": f"clip{i}", "path": str(path), "labels": labels, "duration": sec})
+    table = pd.DataFrame(rows)
+    manifest = Manifest(table, label_map_from_labels(table["labels"]))
+    store = root / "fbank.h5"
+    precompute(
+        manifest, store, FbankConfig.preset("ast"), normalizer=Normalizer.preset("audioset"),
+        dtype="float32", workers=0, progress=False,
+    )
+    bare = root / "bare.h5"  # no normaliser in the attrs
+    precompute(manifest, bare, FbankConfig.preset("ast"), dtype="float32", workers=0, progress=False)
+    return {"root": root, "manifest": manifest, "store": store, "bare": bare}
+
+
+def _reference_fbank(path) -> torch.Tensor:
+    """Independent front end: soundfile + torchaudio's own Kaldi fbank, AST arguments."""
+    import soundfile as sf
+
+    wav, sr = sf.read(str(path), dtype="float32")
+    w = torch.from_numpy(wav)[None]
+    w = w - w.mean()
+    return torchaudio.compliance.kaldi.fbank(
+        w, htk_compat=True, sample_frequency=sr, use_energy=False, window_type="hanning",
+        num_mel_bins=128, dither=0.0, frame_shift=10,
+    )
+
+
+def _reference_item(path, target_length) -> torch.Tensor:
+    fb = _reference_fbank(path)
+    p = target_length - fb.shape[0]
+    fb = torch.nn.functional.pad(fb, (0, 0, 0, p)) if p > 0 else fb[:target_length]
+    return (fb - AUDIOSET_MEAN) / (AUDIOSET_STD * 2)
+
+
+def test_fbank_dataset_items_equal_direct_fbank_pad_normalise(corpus):
+    from audiossl.data.dataset import FbankDataset
+
+    ds = FbankDataset(corpus["store"], target_length=256, return_ids=True)  # normalizer="store"
+    assert len(ds) == 6 and ds.num_classes == 3
+    frames = [118, 68, 198, 148, 88, 308]
+    for i, path in enumerate(corpus["manifest"].table["path"]):
+        item = ds[i]
+        assert item["fbank"].shape == (256, 128) and item["fbank"].dtype == torch.float32
+        ref = _reference_item(path, 256)
+        assert torch.allclose(item["fbank"], ref, atol=2e-4), float((item["fbank"] - ref).abs().max())
+        assert item["length"] == min(frames[i], 256)
+        assert item["id"] == f"clip{i}" and item["index"] == i and item["lam"] == 1.0
+        # padded frames sit at the normalised log-mel 0, +0.467 for AudioSet stats
+        assert torch.all(item["fbank"][frames[i]:] == torch.tensor(PAD_AUDIOSET, dtype=torch.float32))
+    # label map order /m/a, /m/b, /m/c
+    assert ds[2]["labels"].tolist() == [1.0, 0.0, 1.0]
+    assert ds[4]["labels"].tolist() == [0.0, 1.0, 1.0]
+    assert ds[-1]["index"] == 5
+    assert abs(ds.pad_value - 0.4670319) < 1e-6
+    assert np.array_equal(ds.label_matrix().sum(0), [3, 2, 3])
+
+
+def test_wav_dataset_matches_store_and_reference(corpus):
+    from audiossl.data.dataset import FbankDataset, WavDataset
+
+    fb = FbankDataset(corpus["store"], target_length=160, normalizer="audioset")
+    wv = WavDataset(corpus["manifest"], "ast", target_length=160, normalizer="audioset", return_ids=True)
+    for i in range(6):
+        a, b = fb[i], wv[i]
+        assert torch.allclose(a["fbank"], b["fbank"], atol=1e-5)
+        assert a["length"] == b["length"] and torch.equal(a["labels"], b["labels"])
+        assert torch.allclose(b["fbank"], _reference_item(wv.paths[i], 160), atol=2e-4)
+    assert wv[3]["id"] == "clip3"
+
+
+def test_normalizer_options(corpus):
+    from audiossl.data.dataset import DatasetError, FbankDataset
+    from audiossl.features import Normalizer
+
+    raw = FbankDataset(corpus["store"], target_length=128, normalizer=None)[1]
+    assert torch.all(raw["fbank"][68:] == 0)  # raw log-mel pad
+    custom = Normalizer(-5.0, 3.0)
+    item = FbankDataset(corpus["store"], target_length=128, normalizer=custom)[1]
+    assert torch.allclose(item["fbank"], (raw["fbank"] + 5.0) / 6.0, atol=1e-6)
+    with pytest.raises(DatasetError, match="bare.h5"):
+        FbankDataset(corpus["bare"], normalizer="store")
+
+
+def test_random_crop_reproducible_per_seed_epoch_index(corpus):
+    from audiossl.data.dataset import FbankDataset
+
+    full = FbankDataset(corpus["store"])[5]["fbank"]  # 308 frames, no target: whole clip
+    assert full.shape == (308, 128)
+    ds = FbankDataset(corpus["store"], target_length=100, crop="random", seed=3)
+
+    def offset(x):
+        hits = [s for s in range(0, 209) if torch.equal(full[s : s + 100], x)]
+        assert len(hits) == 1
+        return hits[0]
+
+    offsets = []
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        a = ds[5]
+        assert a["length"] == 100 and torch.equal(a["fbank"], ds[5]["fbank"])
+        offsets.append(offset(a["fbank"]))
+    assert len(set(offsets)) >= 4  # U{0..208}: six epochs almost surely differ
+    ds.set_epoch(2)
+    assert offset(ds[5]["fbank"]) == offsets[2]
+    other_seed = FbankDataset(corpus["store"], target_length=100, crop="random", seed=4)
+    assert [offset((other_seed.set_epoch(e), other_seed[5])[1]["fbank"]) for e in range(6)] != offsets
+    # a clip shorter than the target is never cropped, only padded
+    assert ds[1]["length"] == 68
+    center = FbankDataset(corpus["store"], target_length=100, crop="center")[5]["fbank"]
+    assert torch.equal(center, full[104:204])
+
+
+def _epoch_batches(ds, workers, context=None, epochs=(0,), persistent=False):
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        ds, batch_size=4, shuffle=False, num_workers=workers, collate_fn=ds.collate_fn,
+        multiprocessing_context=context, persistent_workers=persistent,
+    )
+    out = []
+    for e in epochs:
+        ds.set_epoch(e)
+        out.append([b for b in loader])
+    return out
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            if isinstance(x[k], torch.Tensor):
+                assert torch.equal(x[k], y[k]), k
+            else:
+                assert x[k] == y[k], k
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_workers_give_identical_items(corpus, context):
+    """Random crop, mixup and a per-item SpecAugment are the same with 0 or 2 workers, and
+    set_epoch reaches persistent workers (shared-memory epoch)."""
+    from audiossl.data.dataset import FbankDataset, SpecAugment
+
+    def make():
+        return FbankDataset(
+            corpus["store"], target_length=120, crop="random", mixup=0.5, return_ids=True,
+            transform=SpecAugment(20, 30, value=PAD_AUDIOSET), seed=11,
+        )
+
+    ref = _epoch_batches(make(), 0, epochs=(0, 1))
+    assert not torch.equal(ref[0][0]["fbank"], ref[1][0]["fbank"])  # the epoch matters
+    got = _epoch_batches(make(), 2, context, epochs=(0, 1), persistent=True)
+    _same(ref[0], got[0])
+    _same(ref[1], got[1])
+    assert ref[0][0]["ids"] == ["clip0", "clip1", "clip2", "clip3"]
+
+
+def test_collate_variable_length_through_loader(corpus):
+    from torch.utils.data import DataLoader
+
+    from audiossl.data.dataset import FbankDataset
+
+    ds = FbankDataset(corpus["store"])  # target_length=None: clips keep their length
+    batch = next(iter(DataLoader(ds, batch_size=3, collate_fn=ds.collate_fn)))
+    assert batch["lengths"].tolist() == [118, 68, 198]
+    assert batch["fbank"].shape == (3, 198, 128)
+    for b, n in enumerate([118, 68, 198]):
+        assert torch.equal(batch["fbank"][b, :n], ds[b]["fbank"])
+        assert torch.all(batch["fbank"][b, n:] == torch.tensor(PAD_AUDIOSET, dtype=torch.float32))
+
+
+def test_dataset_level_mixup_mixes_two_items(corpus):
+    from audiossl.data.dataset import FbankDataset
+
+    plain = FbankDataset(corpus["store"], target_length=200)
+    mixed = FbankDataset(corpus["store"], target_length=200, mixup=1.0, seed=5)
+    lams = []
+    for i in range(6):
+        item = mixed[i]
+        lam = item["lam"]
+        lams.append(lam)
+        assert 0.0 < lam < 1.0
+        matches = [
+            j for j in range(6)
+            if torch.allclose(item["fbank"], lam * plain[i]["fbank"] + (1 - lam) * plain[j]["fbank"], atol=1e-5)
+            and torch.allclose(item["labels"], lam * plain[i]["labels"] + (1 - lam) * plain[j]["labels"])
+        ]
+        assert matches, i
+        j = matches[0]
+        assert item["length"] == max(plain[i]["length"], plain[j]["length"])
+    assert len(set(lams)) == 6
+
+
+def test_wav_dataset_mixup_is_ast_waveform_mix(corpus):
+    import soundfile as sf
+
+    from audiossl.data.dataset import WavDataset
+
+    ds = WavDataset(corpus["manifest"], "ast", target_length=200, normalizer="audioset", mixup=1.0, seed=2)
+    item = ds[1]  # 0.7 s clip: a longer partner is cut, a shorter one zero-padded
+    lam = item["lam"]
+    w1 = torch.from_numpy(sf.read(ds.paths[1], dtype="float32")[0])
+    found = []
+    for j in range(6):
+        w2 = torch.from_numpy(sf.read(ds.paths[j], dtype="float32")[0])
+        w1c, w2c = w1 - w1.mean(), w2 - w2.mean()
+        w2c = torch.nn.functional.pad(w2c, (0, max(0, len(w1c) - len(w2c))))[: len(w1c)]
+        mix = lam * w1c + (1 - lam) * w2c
+        mix = (mix - mix.mean())[None]
+        fb = torchaudio.compliance.kaldi.fbank(
+            mix, htk_compat=True, sample_frequency=SR, use_energy=False, window_type="hanning",
+            num_mel_bins=128, dither=0.0, frame_shift=10,
+        )
+        ref = (torch.nn.functional.pad(fb, (0, 0, 0, 200 - fb.shape[0])) - AUDIOSET_MEAN) / (2 * AUDIOSET_STD)
+        if torch.allclose(item["fbank"], ref, atol=5e-4):
+            found.append(j)
+    assert found
+    j = found[0]
+    y = torch.zeros(3)
+    for k, mid in enumerate(["/m/a", "/m/b", "/m/c"]):
+        y[k] = lam * (mid in CLIP_LABELS[1]) + (1 - lam) * (mid in CLIP_LABELS[j])
+    assert torch.allclose(item["labels"], y)
+
+
+def test_wav_dataset_roll_gain_reproducible(corpus):
+    from audiossl.data.dataset import WavDataset
+
+    plain = WavDataset(corpus["manifest"], "ast", target_length=None, normalizer=None)
+    aug = WavDataset(corpus["manifest"], "ast", target_length=None, normalizer=None, roll_gain=True, seed=1)
+    a, b = aug[2]["fbank"], aug[2]["fbank"]
+    assert torch.equal(a, b) and a.shape == plain[2]["fbank"].shape
+    # the gain shifts every log-power bin by 2 log(g), g in (0.5, 1.5); the roll permutes time
+    shift = (a.mean() - plain[2]["fbank"].mean()).item()
+    assert 2 * math.log(0.5) < shift < 2 * math.log(1.5) and abs(shift) > 1e-4
+
+
+def test_label_smoothing_matches_cross_entropy(corpus):
+    from audiossl.data.dataset import FbankDataset
+
+    ds = FbankDataset(corpus["store"], target_length=64, label_smoothing=0.1)
+    y = ds[0]["labels"]  # class 0 of 3
+    assert y.tolist() == pytest.approx([0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3])
+    logits = torch.tensor([[0.3, -1.2, 2.0]])
+    soft = torch.nn.functional.cross_entropy(logits, y[None])
+    ref = torch.nn.functional.cross_entropy(logits, torch.tensor([0]), label_smoothing=0.1)
+    assert torch.allclose(soft, ref)
+
+
+def test_subset_indices_and_pickle(corpus):
+    from audiossl.data.dataset import DatasetError, FbankDataset
+
+    ds = FbankDataset(corpus["store"], target_length=64, indices=[5, 2], return_ids=True)
+    assert len(ds) == 2 and ds[0]["id"] == "clip5" and ds[1]["id"] == "clip2"
+    ds[0]  # opens the HDF5 file in this process
+    clone = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(clone[1]["fbank"], ds[1]["fbank"])
+    with pytest.raises(DatasetError, match="out of range"):
+        FbankDataset(corpus["store"], indices=[6])
+    with pytest.raises(IndexError):
+        ds[2]
+
+
+def test_wav_dataset_bad_file_names_it(corpus, tmp_path):
+    import pandas as pd
+
+    from audiossl.audio import AudioError
+    from audiossl.data.dataset import WavDataset
+    from audiossl.data.manifest import Manifest
+
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    m = Manifest(pd.DataFrame({"id": ["x"], "path": [str(bad)], "labels": [()]}))
+    ds = WavDataset(m, "ast", target_length=64)
+    with pytest.raises(AudioError, match="broken.wav"):
+        ds[0]
+
+
+def test_augmentations_pickle_with_generator_state():
+    """Transforms travel to spawn workers: the generator state must survive pickling."""
+    import multiprocessing.reduction
+
+    aug = SpecAugment(10, 20, generator=3)
+    aug(torch.zeros(2, 50, 16))  # advance the stream
+    for dumps in (pickle.dumps, lambda o: bytes(multiprocessing.reduction.ForkingPickler.dumps(o))):
+        clone = pickle.loads(dumps(aug))
+        x = torch.randn(4, 50, 16, generator=gen(0))
+        assert torch.equal(clone(x), SpecAugment(10, 20, generator=aug.generator.clone_state())(x))
+    m = pickle.loads(pickle.dumps(Mixup(generator=5)))
+    assert torch.equal(m(torch.ones(4, 2), torch.eye(4)).lam, Mixup(generator=5)(torch.ones(4, 2), torch.eye(4)).lam)

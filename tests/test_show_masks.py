@@ -39,21 +39,6 @@ def test_generated_signal_writes_pngs_and_stats(tmp_path, capsys):
     assert "random" in table and "coverage_mean" in table
 
 
-def test_missing_family_module_is_skipped_with_a_log_line(tmp_path, monkeypatch, caplog):
-    families = dict(show_masks.FAMILIES)
-    families["ghost"] = show_masks._config_sampler("audiossl.masking.ghost_family", "GhostMask")
-    families["broken"] = show_masks._config_sampler("audiossl.masking.random", "NoSuchMask")
-    monkeypatch.setattr(show_masks, "FAMILIES", families)
-    caplog.set_level(logging.INFO, logger="audiossl.commands.show_masks")
-    args = parse("--out", str(tmp_path), "--families", "ghost,broken,drop", "--target-length", "128",
-                 "--stats-rows", "16", "--examples", "1")
-    assert show_masks.run(args) == 0
-    text = caplog.text
-    assert "skipping family ghost: module audiossl.masking.ghost_family is not available" in text
-    assert "skipping family broken" in text
-    assert (tmp_path / "drop.png").exists() and not (tmp_path / "ghost.png").exists()
-
-
 def test_real_speech_file(tmp_path, make_speech):
     # make_speech (tests/conftest.py) skips with a message where espeak-ng is missing; 44.1 kHz
     # stereo also exercises the resampling and downmix on the way in

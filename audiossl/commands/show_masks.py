@@ -1,7 +1,7 @@
 """Draw every masking family over a real spectrogram, with per-position heat maps and statistics.
 
-For each family (random, chunk, faithful SSAST chunk, time/frequency drop, and — when their modules
-are installed — EAT inverse block, I-JEPA multi-block, hierarchical and learned masks) this writes
+For each family (random, chunk, faithful SSAST chunk, time/frequency drop, EAT inverse block,
+I-JEPA multi-block, hierarchical and learned masks) this writes
 ``<out>/<family>.png``: a few example masks over the log-mel spectrogram of ``--audio`` (or of a
 generated test signal) and the per-position masking frequency over many draws, which exposes edge
 bias. A statistics table (coverage, frequency extremes, edge ratio, block sizes) is printed and
@@ -36,7 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="all",
         help="comma-separated families (default: all available): " + ", ".join(FAMILIES),
     )
-    parser.add_argument("--target-length", type=int, default=1024, help="frames (10 ms) to crop/pad to (default 1024)")
+    parser.add_argument(
+        "--target-length",
+        type=int,
+        default=None,
+        help="frames (10 ms) to crop/pad to (default: the clip's own length rounded up to whole patches, "
+        "so every drawn token is real audio; 1024 for the generated signal)",
+    )
     parser.add_argument("--examples", type=int, default=3, help="example masks drawn per family (default 3)")
     parser.add_argument("--stats-rows", type=int, default=512, help="masks drawn for heat maps and stats (default 512)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mask generator (default 0)")
@@ -45,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Family registry. Each entry builds a sampler ``f(batch_size, grid, generator, device) -> out``
-# lazily, so a family whose module is not there (yet) is skipped with a log line. ``out`` may be
+# (imports happen in run(), so --help stays fast). ``out`` may be
 # a MaskInfo, a (B, N) bool tensor, an object with ``context``/``targets`` (JEPA), or one with
 # ``levels`` (hierarchical); :func:`_layers` turns any of them into drawable layers.
 # ---------------------------------------------------------------------------------------------
@@ -61,7 +67,6 @@ def _config_sampler(module_name: str, factory: str, **kwargs):
         config = getattr(importlib.import_module(module_name), factory)(**kwargs)
         return (lambda b, grid, gen, dev: config(b, grid, generator=gen, device=dev)), repr(config)
 
-    build.module_name = module_name  # type: ignore[attr-defined]
     return build
 
 
@@ -88,7 +93,6 @@ def _learned_sampler():
 
         return sample, f"untrained {masker_cls.__name__} (zero scores: Gumbel noise only)"
 
-    build.module_name = "audiossl.masking.learned"  # type: ignore[attr-defined]
     return build
 
 
@@ -161,25 +165,9 @@ def demo_signal(seconds: float = 10.24, sample_rate: int = SAMPLE_RATE):
 
 
 def _load_waveform(path: str):
-    import torch
+    from audiossl.audio import load
 
-    try:
-        from audiossl.audio import load
-    except ImportError:
-        load = None
-    if load is not None:
-        return load(path, SAMPLE_RATE)
-    import soundfile
-    import torchaudio
-
-    try:
-        data, sr = soundfile.read(path, dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises several types; one message for the user
-        raise ValueError(f"{path}: cannot read audio ({exc})") from exc
-    wav = torch.from_numpy(data.mean(axis=1))
-    if sr != SAMPLE_RATE:
-        wav = torchaudio.functional.resample(wav, sr, SAMPLE_RATE)
-    return wav
+    return load(path, SAMPLE_RATE)
 
 
 def spectrogram(waveform, target_length: int):
@@ -191,25 +179,9 @@ def spectrogram(waveform, target_length: int):
     import torch
 
     wav = torch.as_tensor(waveform, dtype=torch.float32).reshape(-1)
-    try:
-        from audiossl.features import FbankConfig, fbank
+    from audiossl.features import FbankConfig, fbank
 
-        feats = fbank(wav, FbankConfig.preset("ast"))[0].reshape(-1, N_MELS)
-    except (ImportError, AttributeError, TypeError) as exc:
-        logger.debug("audiossl.features unavailable (%s); using torchaudio's kaldi fbank", exc)
-        import torchaudio
-
-        wav = wav - wav.mean()
-        feats = torchaudio.compliance.kaldi.fbank(
-            wav.unsqueeze(0),
-            htk_compat=True,
-            sample_frequency=SAMPLE_RATE,
-            use_energy=False,
-            window_type="hanning",
-            num_mel_bins=N_MELS,
-            dither=0.0,
-            frame_shift=10,
-        )
+    feats = fbank(wav, FbankConfig.preset("ast"))[0].reshape(-1, N_MELS)
     if feats.shape[0] >= target_length:
         return feats[:target_length]
     floor = float(feats.min()) if feats.numel() else 0.0
@@ -302,10 +274,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         logger.error("%s", exc)
         return 2
-    if args.target_length < PATCH:
+    if args.target_length is not None and args.target_length < PATCH:
         logger.error("--target-length must be at least %d frames, got %d", PATCH, args.target_length)
         return 2
-    target_length = args.target_length - args.target_length % PATCH
     if args.audio:
         try:
             waveform = _load_waveform(args.audio)
@@ -313,9 +284,13 @@ def run(args: argparse.Namespace) -> int:
             logger.error("%s", exc)
             return 1
         source = os.path.basename(args.audio)
+        frames = max(PATCH, 1 + (len(waveform) - 400) // 160)
+        target_length = args.target_length or -(-frames // PATCH) * PATCH
     else:
+        target_length = args.target_length or 1024
         waveform = demo_signal(target_length / 100.0 + 0.02)
         source = "generated test signal"
+    target_length -= target_length % PATCH
     spec = spectrogram(waveform, target_length)
     grid = (target_length // PATCH, N_MELS // PATCH)
     os.makedirs(args.out, exist_ok=True)
@@ -324,25 +299,13 @@ def run(args: argparse.Namespace) -> int:
     rows: List[Tuple[str, Dict[str, float]]] = []
     written: List[str] = []
     for name in families:
-        build = FAMILIES[name]
-        module_name = getattr(build, "module_name", "")
-        try:
-            sampler, title = build(spec)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                logger.info("skipping family %s: module %s is not available", name, module_name)
-            else:
-                logger.warning("skipping family %s: %s", name, exc)
-            continue
-        except Exception as exc:  # a sibling module with another API: skip it, keep the others
-            logger.warning("skipping family %s: cannot build a sampler from %s (%s)", name, module_name, exc)
-            continue
+        sampler, title = FAMILIES[name](spec)
         gen = torch.Generator(device=args.device).manual_seed(args.seed)
         try:
             examples = _layers(sampler(max(args.examples, 1), grid, gen, args.device))
             many = _layers(sampler(args.stats_rows, grid, gen, args.device))
-        except Exception as exc:
-            logger.warning("skipping family %s: sampling on grid %s failed (%s)", name, grid, exc)
+        except ValueError as exc:  # e.g. faithful I-JEPA on a grid with a side of 1
+            logger.warning("skipping family %s: it cannot sample grid %s (%s)", name, grid, exc)
             continue
         for (suffix, hidden, targets), (_, hidden_many, targets_many) in zip(examples, many):
             label = name + suffix

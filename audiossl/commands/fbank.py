@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--manifest", required=True, help="manifest file (any format `read_manifest` reads)")
+    parser.add_argument("--manifest", required=True, help="manifest file (any format `read_manifest` reads) or a folder of audio files (unlabelled)")
     parser.add_argument("--out", required=True, help="the store to write, e.g. train.h5")
     parser.add_argument(
         "--config", default="ast", help="front-end preset (ast, mae_ast, beats, ...) or a YAML file of FbankConfig fields"

@@ -1570,7 +1570,10 @@ def read_manifest(path: PathLike, label_map: LabelMapArg = None) -> Manifest:
     """Read any manifest we know, by extension then content: our CSV (or a plain CSV naming
     files), ESC-50's ``meta/esc50.csv``, AST/SSAST ``.json``, fairseq ``.tsv`` (+ ``.lbl``), PANNs
     ``.h5``. ``label_map``: a table or file; ``None`` looks for ``class_labels_indices.csv`` (then
-    ``label_descriptors.csv``) beside the manifest; ``False`` reads none."""
+    ``label_descriptors.csv``) beside the manifest; ``False`` reads none. A folder is read with
+    :func:`scan_folder`: every audio file under it, unlabelled."""
+    if Path(os.path.expanduser(os.fspath(path))).is_dir():
+        return scan_folder(path)
     path = _check_input(path)
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):

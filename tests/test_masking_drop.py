@@ -79,3 +79,10 @@ def test_cuda():
     assert info.mask.is_cuda and info.ids_restore.is_cuda
     ref = time_freq_drop(4, (64, 8), generator=torch.Generator().manual_seed(0))
     assert torch.equal(info.mask.cpu(), ref.mask)
+
+
+def test_one_row_axis_keeps_its_row():
+    # frame tokens: (T', 1); AudioMAE's int(1 * 0.8) = 0 would hide every token
+    for grid, kept in (((512, 1), 409), ((1, 512), 409)):
+        info = time_freq_drop(3, grid, 0.2, 0.2, generator=0)
+        assert info.num_keep == kept and not info.mask.all(1).any()

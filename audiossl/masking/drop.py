@@ -33,10 +33,14 @@ def time_freq_drop(
     generator: Union[torch.Generator, int, None] = None,
     device: Device = None,
 ) -> MaskInfo:
-    """Drop whole time columns and frequency rows; every row keeps ``Kt·Kf`` tokens."""
+    """Drop whole time columns and frequency rows; every row keeps ``Kt·Kf`` tokens.
+
+    ``K = int(n·(1 - p))`` per axis as AudioMAE, but at least 1: on a one-row axis (frame
+    tokens, ``(T', 1)``) upstream's formula keeps nothing and the encoder would get no token.
+    """
     H, W = int(grid[0]), int(grid[1])
-    keep_t = num_keep_for_ratio(H, mask_t_prob)
-    keep_f = num_keep_for_ratio(W, mask_f_prob)
+    keep_t = num_keep_for_ratio(H, mask_t_prob, min_keep=1)
+    keep_f = num_keep_for_ratio(W, mask_f_prob, min_keep=1)
     gen = resolve_generator(generator, device)
     ids_t = torch.rand(batch_size, H, generator=gen, device=gen.device).argsort(dim=1)[:, :keep_t]
     ids_f = torch.rand(batch_size, W, generator=gen, device=gen.device).argsort(dim=1)[:, :keep_f]

@@ -4,8 +4,20 @@ Claim: reading stored float16 log-mels is >= 10x faster than decoding audio and 
 Kaldi fbank per item, at the training shape (batch 32, target_length 1024, 128 bins,
 ``num_workers`` = CPU cores), so a precompute pays for itself within the first epoch.
 
-Builds M clips of 10 s at 16 kHz (PCM-16 wav, ~998 frames each) and float16 and float32
-stores of the same clips, then runs each dataset through the same DataLoader, in one run:
+What on-the-fly loading costs depends on the files users have, so the audio comes in several
+``--source`` forms (default: ``wav16k`` and ``flac48k``, both in one run):
+
+* ``wav16k``: 16 kHz PCM-16 wav, already at the model's rate: the best case for WavDataset
+  (no resampling, the cheapest decode);
+* ``flac48k``: 48 kHz 24-bit FLAC (mono), the common AudioSet download (most Hugging Face
+  copies): every item pays a FLAC decode and soxr_hq resampling to 16 kHz, every epoch;
+* ``wav44k``: 44.1 kHz PCM-16 wav, as ESC-50 ships (resampling, cheap decode);
+* ``panns32k``: 32 kHz int16 rows of one PANNs waveform HDF5 pack (``pack.h5#row``).
+
+For each source it synthesises M clips of 10 s at the source's rate (the same tones, sweep and
+noise bursts at every rate), writes them in that form, and precomputes float16 and float32
+stores *from those files* (so a store holds exactly the features WavDataset computes from the
+same audio), then runs each dataset through the same DataLoader:
 
 * a warm-up epoch (untimed) starts the persistent workers and imports;
 * **cold**: the files are first evicted from the page cache with
@@ -17,7 +29,8 @@ Besides samples/s (wall clock, which other load on the machine drags down) it pr
 time per sample of the main process plus the workers (from ``/proc``): the load-independent
 cost, and the ratio to trust on a shared machine.
 
-    python benchmarks/bench_loader.py                    # 256 clips, about a minute on 2 cores
+    python benchmarks/bench_loader.py                    # 256 clips x 2 sources, ~1 min on 2 cores
+    python benchmarks/bench_loader.py --source flac48k wav44k panns32k
     python benchmarks/bench_loader.py --clips 2048 --workdir /data/tmp --keep
 """
 
@@ -32,8 +45,11 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import soundfile as sf
@@ -45,44 +61,112 @@ from audiossl.data.manifest import Manifest, label_map_from_labels
 from audiossl.data.store import precompute
 from audiossl.features import FbankConfig, Normalizer
 
-SAMPLE_RATE = 16000
 SECONDS = 10.0
 
 
-def synth_clip(rng: np.random.Generator) -> np.ndarray:
-    """Ten seconds of tones, a sweep and noise bursts: broadband like real audio, so neither
-    loader gets an easy (silent or constant) input."""
-    n = int(SAMPLE_RATE * SECONDS)
-    t = np.arange(n) / SAMPLE_RATE
-    wav = 0.05 * rng.standard_normal(n)
-    for _ in range(3):
-        f = rng.uniform(80, 4000)
-        wav += rng.uniform(0.05, 0.2) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+@dataclass(frozen=True)
+class Source:
+    rate: int
+    format: str  # a libsndfile format, or "PANNS" for rows of a PANNs waveform HDF5 pack
+    subtype: str
+    ext: str
+    what: str
+
+
+SOURCES = {
+    "wav16k": Source(16000, "WAV", "PCM_16", "wav", "16 kHz PCM-16 wav (no resampling: the best case on the fly)"),
+    "flac48k": Source(48000, "FLAC", "PCM_24", "flac", "48 kHz 24-bit FLAC (Hugging Face AudioSet copies)"),
+    "wav44k": Source(44100, "WAV", "PCM_16", "wav", "44.1 kHz PCM-16 wav (ESC-50)"),
+    "panns32k": Source(32000, "PANNS", "int16", "h5", "32 kHz int16 rows of a PANNs waveform HDF5 pack"),
+}
+
+
+def _sine(amp: float, cycles: np.ndarray) -> np.ndarray:
+    """``amp sin(2 pi cycles)`` in float32, ``cycles`` (float64, overwritten) wrapped first."""
+    cycles -= np.floor(cycles)
+    cycles *= 2 * np.pi
+    return np.float32(amp) * np.sin(cycles.astype(np.float32))
+
+
+def synth_clip(rng: np.random.Generator, rate: int) -> np.ndarray:
+    """Ten seconds of tones, a sweep and noise bursts at ``rate``: broadband like real audio, so
+    neither loader gets an easy (silent or constant) input, and FLAC cannot shrink it to nothing.
+    Every parameter is drawn before the noise, so one seed gives the same tones, sweep and burst
+    times at every rate. Phases are wrapped in float64 and the sines taken in float32 (numpy's
+    SIMD path): float64 sines made the 48 kHz clips dominate the set-up."""
+    n = int(rate * SECONDS)
+    tones = [(rng.uniform(80, 4000), rng.uniform(0.05, 0.2), rng.uniform(0, 1)) for _ in range(3)]
     f0, f1 = rng.uniform(100, 7000, size=2)
-    wav += 0.1 * np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * SECONDS)))
-    for start in rng.integers(0, n - 4000, size=5):
-        wav[start : start + 4000] += 0.3 * rng.standard_normal(4000) * np.hanning(4000)
-    return (wav / np.abs(wav).max() * 0.8).astype(np.float32)
+    burst = rate // 4
+    starts = (rng.uniform(0, SECONDS - 0.25, size=5) * rate).astype(np.int64)
+    t = np.arange(n, dtype=np.float64) / rate
+    wav = rng.standard_normal(n, dtype=np.float32) * np.float32(0.05)
+    for f, amp, phase in tones:
+        wav += _sine(amp, f * t + phase)
+    wav += _sine(0.1, f0 * t + (f1 - f0) * t**2 / (2 * SECONDS))
+    window = np.hanning(burst).astype(np.float32) * np.float32(0.3)
+    for start in starts:
+        wav[start : start + burst] += rng.standard_normal(burst, dtype=np.float32) * window
+    wav *= np.float32(0.8) / np.abs(wav).max()
+    return wav
 
 
-def build_corpus(root: Path, clips: int, workers: int, dtypes: tuple[str, ...]) -> tuple[Manifest, dict[str, Path]]:
-    wav_dir = root / "wav"
-    wav_dir.mkdir(parents=True, exist_ok=True)
+def _clip_rng(i: int) -> np.random.Generator:
+    return np.random.default_rng([0, i])  # per clip: a kept corpus is extended, not redrawn
+
+
+def _write_audio(path: Path, source: Source, i: int) -> None:
+    if path.exists():
+        return
+    partial = path.with_name(path.name + ".partial")
+    sf.write(partial, synth_clip(_clip_rng(i), source.rate), source.rate, format=source.format, subtype=source.subtype)
+    os.replace(partial, path)  # an interrupted --keep run never leaves a short file behind
+
+
+def _write_panns_pack(path: Path, source: Source, clips: int, pool: ThreadPoolExecutor) -> None:
+    """PANNs' layout: ``waveform`` (N, samples) int16 = clip(x, -1, 1) * 32767, ``audio_name``."""
+    if path.exists():
+        return
+    partial = path.with_name(path.name + ".partial")
+    samples = int(source.rate * SECONDS)
+    with h5py.File(partial, "w") as h5:
+        h5.create_dataset("audio_name", data=np.array([f"Yclip{i:05d}.wav".encode() for i in range(clips)], dtype="S20"))
+        wave = h5.create_dataset("waveform", shape=(clips, samples), dtype=np.int16)
+        for lo in range(0, clips, 64):  # in blocks, so a large --clips never holds every clip
+            block = pool.map(lambda i: synth_clip(_clip_rng(i), source.rate), range(lo, min(lo + 64, clips)))
+            for i, x in enumerate(block, start=lo):
+                wave[i] = (np.clip(x, -1, 1) * 32767.0).astype(np.int16)
+    os.replace(partial, path)
+
+
+def build_corpus(
+    root: Path, name: str, clips: int, workers: int, dtypes: tuple[str, ...]
+) -> tuple[Manifest, dict[str, Path], list[Path]]:
+    """The clips of one source, their manifest, one store per dtype built from them, and the
+    files a cold epoch of WavDataset reads."""
+    source = SOURCES[name]
+    audio_dir = root / name
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max(workers, 1)) as pool:  # numpy and libsndfile release the GIL
+        if source.format == "PANNS":
+            pack = audio_dir / f"pack_{clips}.h5"
+            _write_panns_pack(pack, source, clips, pool)
+            paths, files = [f"{pack}#{i}" for i in range(clips)], [pack]
+        else:
+            files = [audio_dir / f"clip{i:05d}.{source.ext}" for i in range(clips)]
+            list(pool.map(lambda i: _write_audio(files[i], source, i), range(clips)))
+            paths = [str(f) for f in files]
     rng = np.random.default_rng(0)
     classes = [f"/m/bench{k:02d}" for k in range(10)]
     rows = []
-    for i in range(clips):
-        path = wav_dir / f"clip{i:05d}.wav"
-        wav = synth_clip(rng)
-        if not path.exists():
-            sf.write(path, wav, SAMPLE_RATE, subtype="PCM_16")
+    for i, path in enumerate(paths):
         labels = tuple(sorted({classes[i % 10], classes[int(rng.integers(0, 10))]}))
-        rows.append({"id": f"clip{i:05d}", "path": str(path), "labels": labels, "duration": SECONDS})
+        rows.append({"id": f"clip{i:05d}", "path": path, "labels": labels, "duration": SECONDS})
     table = pd.DataFrame(rows)
     manifest = Manifest(table, label_map_from_labels(table["labels"]))
     stores = {}
     for dtype in dtypes:
-        stores[dtype] = root / f"bench_{dtype}.h5"
+        stores[dtype] = root / f"{name}_{clips}_{dtype}.h5"
         precompute(
             manifest,
             stores[dtype],
@@ -92,7 +176,7 @@ def build_corpus(root: Path, clips: int, workers: int, dtypes: tuple[str, ...]) 
             workers=workers,
             progress=False,
         )
-    return manifest, stores
+    return manifest, stores, files
 
 
 def evict(paths: list[Path]) -> bool:
@@ -192,9 +276,53 @@ def measure(name: str, dataset, files: list[Path], args) -> dict:
     return {"cold": cold, "warm": warm, "cpu_ms": cpu_ms}
 
 
+def run_source(name: str, root: Path, args) -> dict[str, dict]:
+    """Build one source's corpus and stores, measure every loader on it, print its block."""
+    source = SOURCES[name]
+    t0 = time.perf_counter()
+    manifest, stores, files = build_corpus(root, name, args.clips, args.workers, tuple(args.dtypes))
+    build_s = time.perf_counter() - t0
+    audio_mb = sum(f.stat().st_size for f in files) / 2**20
+    sizes = ", ".join(f"{d} store {p.stat().st_size / 2**20:.0f} MB" for d, p in stores.items())
+    print(
+        f"\n[{name}] {source.what}\n{args.clips} clips x {SECONDS:.0f} s ({audio_mb:.0f} MB audio, {sizes}; "
+        f"built in {build_s:.1f} s), load average {os.getloadavg()[0]:.1f}"
+    )
+    normalizer = Normalizer.preset("audioset")
+    wav_ds = WavDataset(manifest, "ast", target_length=args.target_length, normalizer=normalizer)
+    datasets = {
+        f"FbankDataset {d}": (FbankDataset(p, target_length=args.target_length, normalizer=normalizer), [p])
+        for d, p in stores.items()
+    }
+    # Same items from both paths (float16 storage error aside): the comparison is fair.
+    reference = wav_ds[0]["fbank"]
+    for ds, _ in datasets.values():
+        a = ds[0]["fbank"]
+        assert a.shape == reference.shape == (args.target_length, 128), (a.shape, reference.shape)
+        assert float((a - reference).abs().max()) < 0.01, float((a - reference).abs().max())
+
+    print(f"{'':<22} {'cold/s':>10} {'warm/s':>10} {'CPU ms/sample':>14}")
+    results = {n: measure(n, ds, f, args) for n, (ds, f) in datasets.items()}
+    results["WavDataset"] = wv = measure("WavDataset", wav_ds, files, args)
+    for n, r in results.items():
+        if n != "WavDataset":
+            print(
+                f"{n} / WavDataset: warm {r['warm'] / wv['warm']:.1f}x, cold {r['cold'] / wv['cold']:.1f}x, "
+                f"CPU per sample {wv['cpu_ms'] / r['cpu_ms']:.1f}x (target >= 10x)"
+            )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clips", type=int, default=256, help="number of 10 s clips (M)")
+    p.add_argument("--clips", type=int, default=256, help="number of 10 s clips (M) per source")
+    p.add_argument(
+        "--source",
+        nargs="+",
+        default=["wav16k", "flac48k"],
+        choices=[*SOURCES, "all"],
+        help="audio forms WavDataset decodes (default: wav16k flac48k)",
+    )
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--target-length", type=int, default=1024)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers (default: cores)")
@@ -203,48 +331,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=None, help="where to build the corpus (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the corpus (reused by a later run with --workdir)")
     args = p.parse_args(argv)
+    sources = list(SOURCES) if "all" in args.source else list(dict.fromkeys(args.source))
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)  # the workers are the parallelism, as in training
 
     root = Path(tempfile.mkdtemp(prefix="bench_loader_")) if args.workdir is None else args.workdir
+    started = time.perf_counter()
     try:
-        t0 = time.perf_counter()
-        manifest, stores = build_corpus(root, args.clips, args.workers, tuple(args.dtypes))
-        build_s = time.perf_counter() - t0
-        wav_files = [Path(p) for p in manifest.table["path"]]
-        wav_mb = sum(f.stat().st_size for f in wav_files) / 2**20
-        sizes = ", ".join(f"{d} store {p.stat().st_size / 2**20:.0f} MB" for d, p in stores.items())
         print(
-            f"corpus: {args.clips} clips x {SECONDS:.0f} s @ {SAMPLE_RATE} Hz ({wav_mb:.0f} MB wav, {sizes}; "
-            f"built in {build_s:.1f} s)\nbatch {args.batch}, target_length {args.target_length}, 128 bins, "
-            f"{args.workers} workers, torch {torch.__version__}, numpy {np.__version__}, load average "
-            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+            f"batch {args.batch}, target_length {args.target_length}, 128 bins, {args.workers} workers, "
+            f"torch {torch.__version__}, numpy {np.__version__}, libsndfile {sf.__libsndfile_version__}, "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
         )
-        normalizer = Normalizer.preset("audioset")
-        wav_ds = WavDataset(manifest, "ast", target_length=args.target_length, normalizer=normalizer)
-        datasets = {
-            f"FbankDataset {d}": (FbankDataset(p, target_length=args.target_length, normalizer=normalizer), [p])
-            for d, p in stores.items()
-        }
-        # Same items from both paths (float16 storage error aside): the comparison is fair.
-        for ds, _ in datasets.values():
-            a, b = ds[0]["fbank"], wav_ds[0]["fbank"]
-            assert a.shape == b.shape == (args.target_length, 128), (a.shape, b.shape)
-            assert float((a - b).abs().max()) < 0.01, float((a - b).abs().max())
-
         shm_ms = shared_batch_ms((args.batch, args.target_length, 128))
         print(
             f"a fresh shared-memory batch ({args.batch} x {args.target_length} x 128 float32) costs "
             f"{shm_ms:.1f} ms CPU here = {shm_ms / args.batch:.2f} ms/sample, paid by both loaders with workers"
         )
-        print(f"{'':<22} {'cold/s':>10} {'warm/s':>10} {'CPU ms/sample':>14}")
-        results = {name: measure(name, ds, files, args) for name, (ds, files) in datasets.items()}
-        wv = measure("WavDataset", wav_ds, wav_files, args)
+        results = {name: run_source(name, root, args) for name in sources}
+        head = args.dtypes[0]
+        print(f"\nsummary, FbankDataset {head} / WavDataset (CPU per sample is the ratio to trust here):")
+        print(f"{'source':<10} {'Wav CPU ms':>10} {'store CPU ms':>12} {'CPU ratio':>9} {'warm':>7} {'cold':>7}")
         for name, r in results.items():
+            st, wv = r[f"FbankDataset {head}"], r["WavDataset"]
             print(
-                f"{name} / WavDataset: warm {r['warm'] / wv['warm']:.1f}x, cold {r['cold'] / wv['cold']:.1f}x, "
-                f"CPU per sample {wv['cpu_ms'] / r['cpu_ms']:.1f}x (target >= 10x)"
+                f"{name:<10} {wv['cpu_ms']:10.2f} {st['cpu_ms']:12.2f} {wv['cpu_ms'] / st['cpu_ms']:8.1f}x "
+                f"{st['warm'] / wv['warm']:6.1f}x {st['cold'] / wv['cold']:6.1f}x"
             )
+        print(f"total {time.perf_counter() - started:.0f} s")
     finally:
         if args.keep:
             print(f"kept corpus in {root}", file=sys.stderr)

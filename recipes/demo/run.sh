@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The offline demo: a generated ESC-50-style corpus -> manifests -> fbank HDF5 store -> stats ->
-# a DataLoader over the store. Needs no network and no GPU; sets up its own environment.
+# a DataLoader over the store -> mask pictures. Needs no network and no GPU; sets up its own environment.
 #
 #   bash recipes/demo/run.sh [--out DIR] [--clips-per-fold N] [--stage N] [--stop-stage N]
 #
-# Stages: 0 corpus, 1 manifest, 2 fbank store, 3 normalisation stats, 4 summary.
+# Stages: 0 corpus, 1 manifest, 2 fbank store, 3 normalisation stats, 4 summary,
+#         5 PNGs of the EAT, SSAST-chunk and JEPA masks over one clip of the corpus.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="${AUDIOSSL_DEMO_DIR:-$root/exp/demo}"
@@ -17,7 +18,7 @@ while [ $# -gt 0 ]; do
         --clips-per-fold) clips_per_fold="$2"; shift 2 ;;
         --stage) stage="$2"; shift 2 ;;
         --stop-stage) stop_stage="$2"; shift 2 ;;
-        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -45,4 +46,10 @@ fi
 if run_stage 4; then
     echo "== stage 4: summary"
     python recipes/demo/summary.py "$out/data/fbank.h5"
+fi
+if run_stage 5; then
+    echo "== stage 5: masks over a clip of the corpus -> $out/masks/*.png"
+    clip="$(ls "$out"/corpus/audio/*-7.wav 2>/dev/null | head -n 1)"
+    audiossl show-masks --audio "${clip:-$(ls "$out"/corpus/audio/*.wav | head -n 1)}" --out "$out/masks" \
+        --families inverse-block,chunk,multiblock --stats-rows 256 2>&1 | grep -v " INFO "
 fi

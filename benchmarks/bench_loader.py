@@ -25,6 +25,12 @@ same audio), then runs each dataset through the same DataLoader:
   the epoch reads from disk, as the first epoch of a run over a corpus larger than RAM;
 * **warm**: epochs repeated until ``--min-seconds``, the files in the page cache.
 
+The float16 store is measured three ways: ``batched`` (the default: ``__getitems__`` reads the
+whole batch into one shared-memory float32 tensor, normalised in place), ``per-item`` (each item
+built by ``__getitem__`` and collated, the path before batched reads) and ``f16 out``
+(``output_dtype=torch.float16``: the stored log-mel crosses to the main process at half the
+bytes; its ``normalize_batch`` belongs on the training device and is not part of the CPU time).
+
 Besides samples/s (wall clock, which other load on the machine drags down) it prints the CPU
 time per sample of the main process plus the workers (from ``/proc``): the load-independent
 cost, and the ratio to trust on a shared machine.
@@ -56,7 +62,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from audiossl.data.dataset import FbankDataset, WavDataset
+from audiossl.data.dataset import FbankDataset, WavDataset, collate
 from audiossl.data.manifest import Manifest, label_map_from_labels
 from audiossl.data.store import precompute
 from audiossl.features import FbankConfig, Normalizer
@@ -226,6 +232,11 @@ def shared_batch_ms(shape: tuple[int, ...], repeats: int = 10) -> float:
     return (time.process_time() - t0) / repeats * 1e3
 
 
+def per_item_collate(batch, pad_value) -> dict:
+    """Build every item with ``__getitem__`` first, then collate: the path before batched reads."""
+    return collate(list(batch), pad_value)
+
+
 def run_epochs(loader: DataLoader, epochs: int, first: int) -> int:
     seen = 0
     for e in range(first, first + epochs):
@@ -235,7 +246,7 @@ def run_epochs(loader: DataLoader, epochs: int, first: int) -> int:
     return seen
 
 
-def measure(name: str, dataset, files: list[Path], args) -> dict:
+def measure(name: str, dataset, files: list[Path], args, collate_fn=None) -> dict:
     g = torch.Generator().manual_seed(0)
     pids = torch.zeros(max(args.workers, 1), dtype=torch.int64).share_memory_()
     loader = DataLoader(
@@ -245,7 +256,7 @@ def measure(name: str, dataset, files: list[Path], args) -> dict:
         generator=g,
         num_workers=args.workers,
         persistent_workers=args.workers > 0,
-        collate_fn=dataset.collate_fn,
+        collate_fn=collate_fn or dataset.collate_fn,
         worker_init_fn=functools.partial(_record_pid, pids) if args.workers > 0 else None,
         multiprocessing_context="fork" if args.workers > 0 and sys.platform == "linux" else None,
     )
@@ -290,19 +301,24 @@ def run_source(name: str, root: Path, args) -> dict[str, dict]:
     )
     normalizer = Normalizer.preset("audioset")
     wav_ds = WavDataset(manifest, "ast", target_length=args.target_length, normalizer=normalizer)
-    datasets = {
-        f"FbankDataset {d}": (FbankDataset(p, target_length=args.target_length, normalizer=normalizer), [p])
-        for d, p in stores.items()
-    }
+    datasets = {}  # name -> (dataset, files to evict, collate_fn or None for dataset.collate_fn)
+    for d, p in stores.items():
+        ds = FbankDataset(p, target_length=args.target_length, normalizer=normalizer)
+        datasets[f"FbankDataset {d}"] = (ds, [p], None)
+        if d == "float16":
+            per_item = functools.partial(per_item_collate, pad_value=ds.pad_value)
+            datasets["  f16 per-item"] = (ds, [p], per_item)
+            half = FbankDataset(p, target_length=args.target_length, normalizer=normalizer, output_dtype=torch.float16)
+            datasets["  f16 out"] = (half, [p], None)
     # Same items from both paths (float16 storage error aside): the comparison is fair.
     reference = wav_ds[0]["fbank"]
-    for ds, _ in datasets.values():
-        a = ds[0]["fbank"]
+    for ds, _, _ in datasets.values():
+        a = ds.normalize_batch(ds[0]["fbank"][None])[0]
         assert a.shape == reference.shape == (args.target_length, 128), (a.shape, reference.shape)
         assert float((a - reference).abs().max()) < 0.01, float((a - reference).abs().max())
 
     print(f"{'':<22} {'cold/s':>10} {'warm/s':>10} {'CPU ms/sample':>14}")
-    results = {n: measure(n, ds, f, args) for n, (ds, f) in datasets.items()}
+    results = {n: measure(n, ds, f, args, c) for n, (ds, f, c) in datasets.items()}
     results["WavDataset"] = wv = measure("WavDataset", wav_ds, files, args)
     for n, r in results.items():
         if n != "WavDataset":
@@ -358,6 +374,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name:<10} {wv['cpu_ms']:10.2f} {st['cpu_ms']:12.2f} {wv['cpu_ms'] / st['cpu_ms']:8.1f}x "
                 f"{st['warm'] / wv['warm']:6.1f}x {st['cold'] / wv['cold']:6.1f}x"
             )
+        if "float16" in args.dtypes:
+            print("\nfloat16 store, CPU ms/sample by path (batched is the default):")
+            heads = ("per-item", "batched", "f16 out", "per-item/batched", "per-item/f16 out")
+            print(f"{'source':<10} " + " ".join(f"{h:>{9 if i < 3 else 17}}" for i, h in enumerate(heads)))
+            for name, r in results.items():
+                pi, bt, fo = (r[k]["cpu_ms"] for k in ("  f16 per-item", "FbankDataset float16", "  f16 out"))
+                print(f"{name:<10} {pi:9.2f} {bt:9.2f} {fo:9.2f} {pi / bt:16.2f}x {pi / fo:16.2f}x")
         print(f"total {time.perf_counter() - started:.0f} s")
     finally:
         if args.keep:

@@ -621,3 +621,181 @@ def test_augmentations_pickle_with_generator_state():
         assert torch.equal(clone(x), SpecAugment(10, 20, generator=aug.generator.clone_state())(x))
     m = pickle.loads(pickle.dumps(Mixup(generator=5)))
     assert torch.equal(m(torch.ones(4, 2), torch.eye(4)).lam, Mixup(generator=5)(torch.ones(4, 2), torch.eye(4)).lam)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched reads (__getitems__ + collate) and float16 transport (output_dtype + normalize_batch)
+
+
+@pytest.fixture(scope="module")
+def store16(corpus):
+    from audiossl.data.store import precompute
+    from audiossl.features import FbankConfig, Normalizer
+
+    path = corpus["root"] / "fbank16.h5"
+    precompute(
+        corpus["manifest"], path, FbankConfig.preset("ast"), normalizer=Normalizer.preset("audioset"),
+        dtype="float16", workers=0, progress=False,
+    )
+    return path
+
+
+def _per_item_batch(ds, indices):
+    """Today's path: every item built by __getitem__, then collated."""
+    return collate([ds[i] for i in indices], ds.pad_value)
+
+
+BATCH_ORDER = [5, 0, 3, 2, 4]  # 308, 118, 148, 198, 88 frames: crops and pads in one batch
+
+
+@pytest.mark.parametrize("which", ["store", "store16"])
+@pytest.mark.parametrize("target_length", [None, 120, 256])
+@pytest.mark.parametrize("crop", ["start", "random"])
+def test_batched_reads_equal_per_item_collate(corpus, store16, which, target_length, crop):
+    from audiossl.data.dataset import FbankDataset
+
+    path = store16 if which == "store16" else corpus["store"]
+    ds = FbankDataset(path, target_length=target_length, crop=crop, return_ids=True, label_smoothing=0.1, seed=5)
+    ds.set_epoch(2)
+    pending = ds.__getitems__(BATCH_ORDER)
+    got = collate(pending, ds.pad_value)
+    ref = _per_item_batch(ds, BATCH_ORDER)
+    _same([got], [ref])
+    assert list(got) == list(ref)  # same keys in the same order
+    assert got["fbank"].dtype == torch.float32 and got["lengths"].dtype == torch.long
+    longest = 308 if target_length is None else target_length
+    assert got["fbank"].shape == (5, longest, 128)
+    # hand-checked pieces: clip 0 (118 frames) ends in the normalised log-mel 0, labels smoothed
+    if target_length != 120:
+        assert torch.all(got["fbank"][1, 118:] == torch.tensor(PAD_AUDIOSET, dtype=torch.float32))
+    assert got["labels"][3].tolist() == pytest.approx([0.9 + 0.1 / 3, 0.1 / 3, 0.9 + 0.1 / 3])  # clip 2: a, c
+    assert got["ids"] == ["clip5", "clip0", "clip3", "clip2", "clip4"]
+
+
+def test_batched_collate_pads_with_the_given_pad_value(corpus):
+    from audiossl.data.dataset import FbankDataset
+
+    ds = FbankDataset(corpus["store"], normalizer=None)  # variable length, raw log-mel
+    row = torch.linspace(-1, 1, 128)
+    got = collate(ds.__getitems__([1, 0]), row)
+    assert torch.equal(got["fbank"], collate([ds[1], ds[0]], row)["fbank"])
+    assert torch.equal(got["fbank"][0, 68:], row.expand(118 - 68, 128))
+    with pytest.raises(ValueError, match="pad_value"):
+        collate(ds.__getitems__([1, 0]), torch.zeros(3))
+
+
+def test_pending_batch_is_the_items_for_other_collate_fns(corpus):
+    """A user collate_fn (or none: default_collate) gets exactly the items __getitem__ builds;
+    a collate_fn returning its input hands back a plain list, pickled through workers."""
+    from torch.utils.data import DataLoader, Subset, default_collate
+
+    from audiossl.data.dataset import FbankDataset
+
+    ds = FbankDataset(corpus["store"], target_length=100, crop="random", return_ids=True, seed=1)
+    pending = ds.__getitems__([4, 1])
+    assert len(pending) == 2 and not isinstance(pending, list)
+    for got, want in zip(pending, [ds[4], ds[1]]):
+        _same([got], [want])
+    assert pending[-1]["index"] == 1 and [it["id"] for it in pending[0:2]] == ["clip4", "clip1"]
+    clone = pickle.loads(pickle.dumps(pending))
+    assert type(clone) is list and torch.equal(clone[0]["fbank"], ds[4]["fbank"])
+
+    default = next(iter(DataLoader(ds, batch_size=3)))  # collate_fn=None: default_collate
+    ref = default_collate([ds[0], ds[1], ds[2]])
+    assert torch.equal(default["fbank"], ref["fbank"]) and default["id"] == ["clip0", "clip1", "clip2"]
+
+    lists = list(DataLoader(ds, batch_size=3, num_workers=2, collate_fn=_identity, multiprocessing_context="fork"))
+    assert [type(b) for b in lists] == [list, list]
+    for b, start in zip(lists, (0, 3)):
+        for k, item in enumerate(b):
+            _same([item], [ds[start + k]])
+
+    sub = Subset(ds, [5, 2, 0])  # Subset forwards __getitems__ with its own indices
+    batch = next(iter(DataLoader(sub, batch_size=3, collate_fn=ds.collate_fn)))
+    _same([batch], [_per_item_batch(ds, [5, 2, 0])])
+
+
+def _identity(batch):
+    return batch
+
+
+def test_per_item_features_keep_the_item_path(corpus):
+    from audiossl.data.dataset import FbankDataset, SpecAugment
+
+    with_mixup = FbankDataset(corpus["store"], target_length=100, mixup=0.5)
+    with_transform = FbankDataset(corpus["store"], target_length=100, transform=SpecAugment(10, 10))
+    for ds in (with_mixup, with_transform):
+        got = ds.__getitems__([0, 3])
+        assert type(got) is list
+        _same(got, [ds[0], ds[3]])
+
+
+def test_float16_output_is_raw_log_mel_and_normalize_batch_is_bit_identical(corpus, store16):
+    from audiossl.data.dataset import FbankDataset
+    from audiossl.data.store import FbankStore
+
+    st = FbankStore(store16)
+    for crop in ("start", "random"):
+        half = FbankDataset(store16, target_length=256, crop=crop, seed=7, output_dtype=torch.float16)
+        full = FbankDataset(store16, target_length=256, crop=crop, seed=7)
+        item = half[0]  # per-item path: the stored rows, zero tail
+        assert item["fbank"].dtype == torch.float16 and half.pad_value == 0.0
+        assert torch.equal(item["fbank"][:118], torch.from_numpy(st.read_raw(0)))
+        assert torch.all(item["fbank"][118:] == 0)
+        for ds_epoch in (0, 3):
+            half.set_epoch(ds_epoch), full.set_epoch(ds_epoch)
+            batch = collate(half.__getitems__(BATCH_ORDER), half.pad_value)
+            assert batch["fbank"].dtype == torch.float16
+            assert torch.equal(batch["fbank"], _per_item_batch(half, BATCH_ORDER)["fbank"])
+            normed = half.normalize_batch(batch)
+            ref = _per_item_batch(full, BATCH_ORDER)
+            _same([normed], [ref])  # bit-identical to today's float32 batch
+            assert batch["fbank"].dtype == torch.float16  # the input dict is not modified
+    assert torch.equal(half.normalize_batch(batch["fbank"]), ref["fbank"])  # a bare tensor too
+    with pytest.raises(ValueError, match="normalised twice"):
+        half.normalize_batch(ref)
+    assert full.normalize_batch(ref) is not None and full.normalize_batch(ref)["fbank"] is ref["fbank"]
+    # variable length: collate pads the raw log-mel with 0, normalised afterwards to the pad value
+    half_var = FbankDataset(store16, output_dtype=torch.float16)
+    normed = half_var.normalize_batch(collate(half_var.__getitems__([1, 5]), half_var.pad_value))
+    ref = _per_item_batch(FbankDataset(store16), [1, 5])
+    _same([normed], [ref])
+    raw = FbankDataset(store16, target_length=128, normalizer=None, output_dtype=torch.float16)
+    assert torch.equal(raw.normalize_batch(collate(raw.__getitems__([1]), 0.0))["fbank"][0], raw[1]["fbank"].float())
+
+
+def test_float16_output_refuses_per_item_augmentation(corpus, store16):
+    from audiossl.data.dataset import FbankDataset, SpecAugment
+
+    with pytest.raises(ValueError, match="normalize_batch"):
+        FbankDataset(store16, mixup=0.5, output_dtype=torch.float16)
+    with pytest.raises(ValueError, match="normalize_batch"):
+        FbankDataset(store16, transform=SpecAugment(4, 4), output_dtype=torch.float16)
+    with pytest.raises(ValueError, match="output_dtype"):
+        FbankDataset(store16, output_dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_batched_and_float16_paths_through_workers(corpus, store16, context):
+    """0 and 2 workers, fork and spawn: the batched float32 path and the float16 path after
+    normalize_batch equal today's per-item batches, across a set_epoch on persistent workers."""
+    from audiossl.data.dataset import FbankDataset
+
+    def make(dtype):
+        return FbankDataset(store16, target_length=120, crop="random", return_ids=True, seed=11, output_dtype=dtype)
+
+    ref_ds = make(torch.float32)
+    ref = []
+    for e in (0, 1):
+        ref_ds.set_epoch(e)
+        ref.append([_per_item_batch(ref_ds, list(range(k, min(k + 4, 6)))) for k in (0, 4)])
+    assert not torch.equal(ref[0][0]["fbank"], ref[1][0]["fbank"])  # the epoch matters
+    for workers in ((0, 2) if context == "fork" else (2,)):
+        ctx, persistent = (context if workers else None), workers > 0
+        got32 = _epoch_batches(make(torch.float32), workers, ctx, (0, 1), persistent=persistent)
+        half = make(torch.float16)
+        got16 = _epoch_batches(half, workers, ctx, (0, 1), persistent=persistent)
+        for e in (0, 1):
+            _same(got32[e], ref[e])
+            assert all(b["fbank"].dtype == torch.float16 for b in got16[e])
+            _same([half.normalize_batch(b) for b in got16[e]], ref[e])

@@ -287,6 +287,41 @@ def test_read_windows(built):
         store.read(1, 0, -1)
 
 
+def test_read_raw_is_the_stored_bytes_of_the_window(built):
+    """read_raw returns the stored float16 rows h5py's high-level slicing gives (an independent
+    read path), into a caller's buffer without touching the rows past the window."""
+    store = FbankStore(built)
+    assert store.dtype == np.float16
+    with h5py.File(built, "r") as fh:
+        first, count = int(fh["offsets"][1]), int(fh["num_frames"][1])
+        stored = fh["fbank"][first : first + count]
+    raw = store.read_raw(1)
+    assert raw.dtype == np.float16 and raw.shape == (count, 128)
+    np.testing.assert_array_equal(raw, stored)
+    np.testing.assert_array_equal(store.read(1), stored.astype(np.float32))  # read = read_raw, widened
+    np.testing.assert_array_equal(store.read_raw(1, 10, 20), stored[10:30])
+    np.testing.assert_array_equal(store.read_raw(1, count - 5, 100), stored[-5:])  # cut at the clip end
+    buf = np.full((count + 7, 128), 7.0, dtype=np.float16)
+    got = store.read_raw(1, 3, None, out=buf)
+    assert got.shape == (count - 3, 128) and np.shares_memory(got, buf)
+    np.testing.assert_array_equal(buf[: count - 3], stored[3:])
+    assert np.all(buf[count - 3 :] == 7.0)
+    assert store.read_raw(1, count, out=buf).shape == (0, 128)
+
+
+def test_read_raw_refuses_unfit_buffers(built):
+    store = FbankStore(built)
+    n = int(store.num_frames[0])
+    with pytest.raises(ValueError, match="float16"):
+        store.read_raw(0, out=np.empty((n, 128), dtype=np.float32))  # HDF5 would convert slowly
+    with pytest.raises(ValueError, match="rows"):
+        store.read_raw(0, out=np.empty((n - 1, 128), dtype=np.float16))
+    with pytest.raises(ValueError, match="contiguous"):
+        store.read_raw(0, out=np.empty((n, 256), dtype=np.float16)[:, ::2])
+    with pytest.raises(IndexError):
+        store.read_raw(len(store))
+
+
 def test_reader_errors(tmp_path):
     with pytest.raises(StoreError, match="no such store"):
         FbankStore(tmp_path / "missing.h5")

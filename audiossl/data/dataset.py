@@ -10,6 +10,8 @@ no precompute step) without touching the training loop::
 Order of operations follows the AST/SSAST/AudioMAE/EAT loaders: crop or zero-pad the *log-mel*
 to ``target_length`` first, then normalise, so padded frames end at ``(0 - mean) / (2 std)``
 (about +0.467 for AudioSet statistics) exactly as the released checkpoints saw them.
+``FbankDataset(output_dtype=torch.float16)`` defers the normalisation to the training device
+(``normalize_batch``), shipping the stored float16 log-mel instead.
 
 Randomness. Per-item draws (random crop offset, dataset-level mixup partner and lambda, the
 per-item ``transform``) come from a generator seeded by ``(seed, epoch, index)``: an item is
@@ -32,6 +34,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Sequence as _SequenceABC
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -257,6 +260,19 @@ class _CsrLabels:
             y[torch.from_numpy(cols.astype(np.int64))] = 1.0
         return y
 
+    def rows(self, positions: np.ndarray) -> Tensor:
+        """``(B, C)`` float32 multi-hot of many rows in one scatter, equal to stacking ``row``."""
+        y = torch.zeros(len(positions), self.num_classes, dtype=torch.float32)
+        lo = self.offsets[positions]
+        counts = self.offsets[positions + 1] - lo
+        total = int(counts.sum())
+        if total:
+            first_out = np.cumsum(counts) - counts
+            flat = np.arange(total, dtype=np.int64) + np.repeat(lo - first_out, counts)
+            items = np.repeat(np.arange(len(positions), dtype=np.int64), counts)
+            y[torch.from_numpy(items), torch.from_numpy(self.indices[flat].astype(np.int64))] = 1.0
+        return y
+
     def dense(self) -> np.ndarray:
         out = np.zeros((len(self.offsets) - 1, self.num_classes), dtype=bool)
         rows = np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))
@@ -353,6 +369,22 @@ class FbankDataset(_ItemDataset):
             clip crops the same way whichever subset it is in.
         return_ids: also return the clip id.
         seed: base seed of the per-item generators.
+        output_dtype: ``torch.float32`` (default): normalised float32 items, as above.
+            ``torch.float16``: the stored log-mel *un-normalised*, zero-padded, in float16,
+            so the batch crosses the worker -> main process boundary (and PCIe) at half the
+            bytes; call :meth:`normalize_batch` after ``.to(device)``. On a float16 store the
+            result is bit-identical to the float32 path. Per-item ``mixup`` and ``transform``
+            need the normalised item and are refused with it: use the batch augmentations
+            after :meth:`normalize_batch` instead.
+
+    Batched reads. Under a ``DataLoader`` with a batch size, ``__getitems__`` returns a
+    pending batch instead of a list of items, and :func:`collate` (``dataset.collate_fn``)
+    builds it in one pass: every clip is read straight into its slot of one (shared-memory)
+    batch tensor, converted and normalised in place, pad rows filled; nothing per item is
+    allocated. The result equals collating ``[ds[i] for i in indices]`` exactly. Any other
+    ``collate_fn`` sees a read-only sequence of the very item dicts ``ds[i]`` returns (built
+    on first access), so user collate functions keep working; code that needs a real ``list``
+    can call ``list(batch)``. Per-item ``mixup`` or ``transform`` use the per-item path.
 
     Labels are kept as CSR indices and ids as a NumPy unicode array: neither is touched by
     refcounting, so forked workers share their pages instead of copying them (pytorch#13246),
@@ -372,12 +404,21 @@ class FbankDataset(_ItemDataset):
         indices: Optional[Sequence[int]] = None,
         return_ids: bool = False,
         seed: int = 0,
+        output_dtype: torch.dtype = torch.float32,
     ) -> None:
         if isinstance(store, (str, os.PathLike)):
             from .store import FbankStore
 
             store = FbankStore(store)
         _check_common(target_length, crop, label_smoothing, mixup, mixup_alpha, seed)
+        if output_dtype not in (torch.float32, torch.float16):
+            raise ValueError(f"output_dtype must be torch.float32 or torch.float16, got {output_dtype}")
+        if output_dtype == torch.float16 and (mixup > 0 or transform is not None):
+            raise ValueError(
+                "output_dtype=torch.float16 ships un-normalised log-mel; per-item mixup and transform "
+                "act on the normalised item: apply Mixup/SpecAugment to the batch after normalize_batch"
+            )
+        self.output_dtype = output_dtype
         self.store = store
         self.target_length = target_length
         self.crop = crop
@@ -399,21 +440,121 @@ class FbankDataset(_ItemDataset):
         # The store keeps ids as a NumPy unicode array, which forked workers share untouched.
         self._ids = np.asarray(store.ids)[rows] if return_ids else None
         self.num_bins = int(store.num_mel_bins)
-        self.pad_row = _pad_row(self.normalizer, self.num_bins)
+        # In float16 mode items are raw log-mel, so they pad with the raw 0.
+        self.pad_row = _pad_row(self.normalizer if output_dtype == torch.float32 else None, self.num_bins)
         self._init_epoch()
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def _check_read(self, row: int, got: int, count: int) -> None:
+        if got != count:
+            raise DatasetError(getattr(self.store, "path", None), f"row {row}: read {got} frames, expected {count}")
+
     def _load(self, i: int, generator: Optional[torch.Generator]) -> tuple[Tensor, int]:
         start, count = _crop_window(int(self.num_frames[i]), self.target_length, self.crop, generator)
-        frames = torch.from_numpy(np.ascontiguousarray(self.store.read(int(self.rows[i]), start, count), dtype=np.float32))
-        if frames.shape[0] != count:
-            raise DatasetError(
-                getattr(self.store, "path", None),
-                f"row {int(self.rows[i])}: read {frames.shape[0]} frames, expected {count}",
-            )
+        row = int(self.rows[i])
+        if self.output_dtype == torch.float16:
+            raw = torch.from_numpy(np.ascontiguousarray(self.store.read_raw(row, start, count)))
+            self._check_read(row, raw.shape[0], count)
+            length = count if self.target_length is None else self.target_length
+            out = torch.zeros(length, self.num_bins, dtype=torch.float16)
+            out[:count] = raw
+            return out, count
+        frames = torch.from_numpy(np.ascontiguousarray(self.store.read(row, start, count), dtype=np.float32))
+        self._check_read(row, frames.shape[0], count)
         return _place(frames, self.target_length, self.normalizer, self.pad_row), count
+
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[dict[str, Any]]:
+        """What a ``DataLoader`` with a batch size calls: a pending batch that :func:`collate`
+        builds in one pass, or a list of items where items must be built one by one."""
+        positions = [self._position(k) for k in indices]
+        if self.mixup > 0 or self.transform is not None or not positions or not hasattr(self.store, "read_raw"):
+            return [self[i] for i in positions]
+        return _PendingBatch(self, np.asarray(positions, dtype=np.int64))
+
+    def _collate_batch(self, positions: np.ndarray, pad_value: Union[float, Tensor]) -> dict[str, Any]:
+        """The batch ``collate([self[i] for i in positions], pad_value)`` returns, built in place.
+
+        Each clip is read into its slot of the batch tensor (through one staging array when the
+        stored dtype differs from the output dtype), normalised there with the same operations
+        as ``_place`` (so the same bits), and its tail filled with the pad row.
+        """
+        B, F = len(positions), self.num_bins
+        rows = self.rows[positions]
+        epoch = self.epoch
+        starts = np.empty(B, dtype=np.int64)
+        counts = np.empty(B, dtype=np.int64)
+        for b, (i, row) in enumerate(zip(positions.tolist(), rows.tolist())):
+            g = item_generator(self.seed, epoch, row) if self.crop == "random" else None
+            starts[b], counts[b] = _crop_window(int(self.num_frames[i]), self.target_length, self.crop, g)
+        T = int(counts.max()) if self.target_length is None else self.target_length
+        dtype = self.output_dtype
+        fbank = _batch_buffer(torch.empty(0, dtype=dtype), (B, T, F))
+        if self.target_length is not None:
+            pad = self.pad_row.reshape(-1).to(dtype)
+        else:
+            pad = torch.as_tensor(pad_value, dtype=dtype).reshape(-1)
+            if bool((counts < T).any()) and pad.numel() not in (1, F):
+                raise ValueError(f"pad_value must be a scalar or ({F},), got {tuple(pad.shape)}")
+        store_dtype = np.dtype(self.store.dtype)
+        direct = store_dtype == torch.empty(0, dtype=dtype).numpy().dtype
+        stage = None if direct else np.empty((T, F), dtype=store_dtype)
+        normalise = dtype == torch.float32 and self.normalizer is not None
+        scalar = _is_scalar_normalizer(self.normalizer)
+        for b in range(B):
+            slot, n = fbank[b], int(counts[b])
+            row = int(rows[b])
+            if direct:
+                got = self.store.read_raw(row, int(starts[b]), n, out=slot.numpy())
+            else:
+                got = self.store.read_raw(row, int(starts[b]), n, out=stage)
+                slot[: got.shape[0]].copy_(torch.from_numpy(got))
+            self._check_read(row, got.shape[0], n)
+            if normalise:
+                body = slot[:n]
+                if scalar:
+                    body.sub_(self.normalizer.mean).div_(2 * self.normalizer.std)
+                else:
+                    body.copy_(self.normalizer(body))
+            if n < T:
+                slot[n:] = pad
+        out: dict[str, Any] = {
+            "fbank": fbank,
+            "lengths": torch.from_numpy(counts),
+            "labels": _smooth(self._labels.rows(positions), self.label_smoothing),
+            "lam": torch.ones(B, dtype=torch.float32),
+            "indices": torch.from_numpy(positions.astype(np.int64)),
+        }
+        if self._ids is not None:
+            out["ids"] = [str(self._ids[i]) for i in positions]
+        return out
+
+    def normalize_batch(self, batch: Union[Mapping[str, Any], Tensor]) -> Any:
+        """Finish a ``output_dtype=torch.float16`` batch where it now is (after ``.to(device)``):
+        float32, then the normaliser, the same operations as the float32 path (on the CPU the
+        same bits). Takes the collated dict (returns a new dict) or the fbank tensor.
+
+        A float32 dataset's batches are already normalised and come back unchanged, so a
+        training loop can call this whatever the dataset's ``output_dtype``.
+        """
+        if isinstance(batch, Tensor):
+            return self._normalize_fbank(batch)
+        out = dict(batch)
+        out["fbank"] = self._normalize_fbank(batch["fbank"])
+        return out
+
+    def _normalize_fbank(self, x: Tensor) -> Tensor:
+        if self.output_dtype == torch.float32:
+            return x
+        if x.dtype != torch.float16:
+            raise ValueError(f"expected the float16 log-mel of this dataset, got {x.dtype} (normalised twice?)")
+        x = x.to(torch.float32)
+        if self.normalizer is None:
+            return x
+        if _is_scalar_normalizer(self.normalizer):
+            return x.sub_(self.normalizer.mean).div_(2 * self.normalizer.std)
+        return self.normalizer(x)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         i = self._position(index)
@@ -577,10 +718,14 @@ def collate(batch: Sequence[Mapping[str, Any]], pad_value: Union[float, Tensor] 
     """Stack items into ``{"fbank": (B, T, F), "lengths": (B,), "labels": (B, C), "lam": (B,),
     "indices": (B,), "ids": [...]}``, padding shorter items at the end.
 
+    A pending batch from ``FbankDataset.__getitems__`` is built in one pass (same result).
+
     ``pad_value`` should be the normalised log-mel 0 (``dataset.pad_value``; use
     ``dataset.collate_fn``) so collate padding matches ``target_length`` padding. ``lengths``
     are the true frames, from which models build key-padding masks.
     """
+    if isinstance(batch, _PendingBatch):
+        return batch.dataset._collate_batch(batch.positions, pad_value)
     if not batch:
         raise ValueError("cannot collate an empty batch")
     feats = [item["fbank"] for item in batch]
@@ -606,6 +751,43 @@ def collate(batch: Sequence[Mapping[str, Any]], pad_value: Union[float, Tensor] 
     if "id" in batch[0]:
         out["ids"] = [item["id"] for item in batch]
     return out
+
+
+class _PendingBatch(_SequenceABC):
+    """A batch of :class:`FbankDataset` items not built yet: what ``__getitems__`` returns.
+
+    :func:`collate` recognises it and reads the whole batch in place. To anything else it is a
+    read-only sequence of the item dicts ``dataset[i]`` returns, built on first access, so a
+    user ``collate_fn`` gets the items it always got; pickling (a ``collate_fn`` that returns
+    its input unchanged) sends those items as a plain list, never the dataset.
+    """
+
+    __slots__ = ("dataset", "positions", "_items")
+
+    def __init__(self, dataset: "FbankDataset", positions: np.ndarray) -> None:
+        self.dataset = dataset
+        self.positions = positions
+        self._items: Optional[list[dict[str, Any]]] = None
+
+    def items(self) -> list[dict[str, Any]]:
+        if self._items is None:
+            self._items = [self.dataset[i] for i in self.positions.tolist()]
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, k: Any) -> Any:
+        return self.items()[k]
+
+    def __iter__(self):
+        return iter(self.items())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (list, (self.items(),))
+
+    def __repr__(self) -> str:
+        return f"<pending batch of {len(self)} FbankDataset items {self.positions.tolist()}>"
 
 
 def _batch_buffer(like: Tensor, shape: tuple[int, ...]) -> Tensor:

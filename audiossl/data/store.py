@@ -260,6 +260,19 @@ def _normalizer_attr(normalizer_dict: Optional[dict]) -> np.bytes_:
     return np.bytes_(text.ljust(max(NORMALIZER_ATTR_BYTES, len(text))))
 
 
+def _read_rows(dset: h5py.Dataset, first: int, dest: np.ndarray) -> None:
+    """Rows ``[first, first + len(dest))`` of a 2-D dataset into the C-contiguous ``dest``.
+
+    One hyperslab on a fresh copy of the file space (a cached one would be shared state between
+    threads) and a memory space of ``dest``'s shape: HDF5 copies the stored bytes, no conversion,
+    when ``dest`` has the dataset's dtype.
+    """
+    fspace = dset.id.get_space()
+    fspace.select_hyperslab((first, 0), dest.shape)
+    mspace = h5py.h5s.create_simple(dest.shape)
+    dset.id.read(mspace, fspace, dest)
+
+
 # ---------------------------------------------------------------------------------------------
 # reader
 
@@ -409,6 +422,22 @@ class FbankStore:
         A window that runs past the clip's last true frame is cut there (the caller pads), so
         ``read(i)`` is exactly the clip and a random crop is ``read(i, s, target_length)``.
         """
+        return _as_float32(self.read_raw(i, start, length))
+
+    def read_raw(
+        self, i: int, start: int = 0, length: Optional[int] = None, out: Optional[np.ndarray] = None
+    ) -> np.ndarray:
+        """:meth:`read` in the stored dtype, optionally into the first rows of ``out``.
+
+        The batched loader reads each clip straight into its slot of a shared-memory batch (or
+        into one staging array per batch), so no per-clip array is allocated. ``out`` must be
+        C-contiguous, of the store's dtype, ``F`` wide and at least as tall as the window;
+        the filled rows ``out[:T]`` are returned.
+
+        The read goes through h5py's low-level ``DatasetID.read`` with a hyperslab selection:
+        ``Dataset.read_direct`` re-parses a slice and builds its selection in Python on every
+        call: a 998 x 128 float16 clip read 54 us that way, 35 us this way (2-vCPU KVM).
+        """
         n = len(self)
         index = int(i)
         if index < 0:
@@ -420,15 +449,24 @@ class FbankStore:
             raise ValueError(f"start {start} outside clip {index} of {total} frames")
         if length is not None and length < 0:
             raise ValueError(f"negative length {length}")
-        stop = total if length is None else min(total, start + int(length))
-        first = int(self.offsets[index]) + int(start)
-        raw = np.empty((stop - start, self._shape[1]), dtype=self._dtype)
-        if stop > start:
-            self._dataset().read_direct(raw, np.s_[first : first + stop - start])
-        out = _as_float32(raw)
-        if self.is_virtual and np.isnan(out).any():
+        rows = (total if length is None else min(total, start + int(length))) - start
+        bins = self._shape[1]
+        if out is None:
+            dest = np.empty((rows, bins), dtype=self._dtype)
+        else:
+            if out.dtype != self._dtype or out.ndim != 2 or out.shape[1] != bins or not out.flags.c_contiguous:
+                raise ValueError(
+                    f"out must be a C-contiguous (T, {bins}) {self._dtype} array, got "
+                    f"{out.shape} {out.dtype}{'' if out.flags.c_contiguous else ' non-contiguous'}"
+                )
+            if out.shape[0] < rows:
+                raise ValueError(f"out has {out.shape[0]} rows, the window needs {rows}")
+            dest = out[:rows]
+        if rows:
+            _read_rows(self._dataset(), int(self.offsets[index]) + int(start), dest)
+        if self.is_virtual and np.isnan(dest).any():
             raise StoreError(self.path, f"clip {index} reads NaN fill values: a shard file changed after the merge")
-        return out
+        return dest
 
     def __getitem__(self, i: int) -> np.ndarray:
         return self.read(i)

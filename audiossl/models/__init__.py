@@ -8,5 +8,23 @@ from audiossl.models.encoder import (
     LinearPatchTokenizer,
     family_config,
 )
+from audiossl.models.mae import (
+    MAE,
+    MAE_PRESETS,
+    MAEConfig,
+    MAEOutput,
+    audiomae_base,
+    audiomae_tiny,
+    mae_config,
+    mae_tiny,
+    mae_vit_base,
+    mae_vit_huge,
+    mae_vit_large,
+    reconstruction_figure,
+)
 
-__all__ = ["Encoder", "EncoderConfig", "EncoderOutput", "LinearPatchTokenizer", "family_config"]
+__all__ = [
+    "Encoder", "EncoderConfig", "EncoderOutput", "LinearPatchTokenizer", "family_config",
+    "MAE", "MAE_PRESETS", "MAEConfig", "MAEOutput", "audiomae_base", "audiomae_tiny", "mae_config",
+    "mae_tiny", "mae_vit_base", "mae_vit_huge", "mae_vit_large", "reconstruction_figure",
+]

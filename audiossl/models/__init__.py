@@ -22,9 +22,28 @@ from audiossl.models.mae import (
     mae_vit_large,
     reconstruction_figure,
 )
+from audiossl.models.ssast import (
+    SSAST,
+    SSAST_PRESETS,
+    SSASTConfig,
+    SSASTOutput,
+    info_nce,
+    ssast_base_frame,
+    ssast_base_patch,
+    ssast_config,
+    ssast_mini_frame,
+    ssast_mini_patch,
+    ssast_small_frame,
+    ssast_small_patch,
+    ssast_tiny_frame,
+    ssast_tiny_patch,
+)
 
 __all__ = [
     "Encoder", "EncoderConfig", "EncoderOutput", "LinearPatchTokenizer", "family_config",
     "MAE", "MAE_PRESETS", "MAEConfig", "MAEOutput", "audiomae_base", "audiomae_tiny", "mae_config",
     "mae_tiny", "mae_vit_base", "mae_vit_huge", "mae_vit_large", "reconstruction_figure",
+    "SSAST", "SSAST_PRESETS", "SSASTConfig", "SSASTOutput", "info_nce", "ssast_config",
+    "ssast_base_frame", "ssast_base_patch", "ssast_mini_frame", "ssast_mini_patch", "ssast_small_frame",
+    "ssast_small_patch", "ssast_tiny_frame", "ssast_tiny_patch",
 ]

@@ -22,6 +22,17 @@ from audiossl.models.mae import (
     mae_vit_large,
     reconstruction_figure,
 )
+from audiossl.models.maeast import (
+    MAEAST,
+    MAEAST_PRESETS,
+    MAEASTConfig,
+    MAEASTOutput,
+    maeast_config,
+    maeast_frame_base,
+    maeast_frame_tiny,
+    maeast_patch_base,
+    maeast_patch_tiny,
+)
 from audiossl.models.ssast import (
     SSAST,
     SSAST_PRESETS,
@@ -46,4 +57,6 @@ __all__ = [
     "SSAST", "SSAST_PRESETS", "SSASTConfig", "SSASTOutput", "info_nce", "ssast_config",
     "ssast_base_frame", "ssast_base_patch", "ssast_mini_frame", "ssast_mini_patch", "ssast_small_frame",
     "ssast_small_patch", "ssast_tiny_frame", "ssast_tiny_patch",
+    "MAEAST", "MAEAST_PRESETS", "MAEASTConfig", "MAEASTOutput", "maeast_config", "maeast_frame_base",
+    "maeast_frame_tiny", "maeast_patch_base", "maeast_patch_tiny",
 ]

@@ -22,6 +22,18 @@ from audiossl.models.mae import (
     mae_vit_large,
     reconstruction_figure,
 )
+from audiossl.models.eat import (
+    EAT,
+    EAT_PRESETS,
+    Decoder2d,
+    EATConfig,
+    EATOutput,
+    eat_base,
+    eat_config,
+    eat_large,
+    eat_tiny,
+    ema_decay,
+)
 from audiossl.models.maeast import (
     MAEAST,
     MAEAST_PRESETS,
@@ -59,4 +71,6 @@ __all__ = [
     "ssast_small_patch", "ssast_tiny_frame", "ssast_tiny_patch",
     "MAEAST", "MAEAST_PRESETS", "MAEASTConfig", "MAEASTOutput", "maeast_config", "maeast_frame_base",
     "maeast_frame_tiny", "maeast_patch_base", "maeast_patch_tiny",
+    "EAT", "EAT_PRESETS", "Decoder2d", "EATConfig", "EATOutput", "eat_base", "eat_config", "eat_large",
+    "eat_tiny", "ema_decay",
 ]

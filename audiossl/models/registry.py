@@ -1,0 +1,72 @@
+"""One registry of named presets across the objectives, so recipes and the CLI can say
+``model: eat_base`` and checkpoints can rebuild a model from ``(family, config dict)``.
+
+Each family module keeps its own ``<FAMILY>_PRESETS`` (name -> config factory) and
+``<family>_config(name, **overrides)``; this module only indexes them. ``encoder={...}`` in the
+overrides replaces encoder fields, as in the family functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping
+
+from torch import nn
+
+from audiossl.models import eat, mae, maeast, ssast
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model: Callable[[Any], nn.Module]
+    config_cls: Any
+    presets: Mapping[str, Callable[[], Any]]
+    config: Callable[..., Any]
+
+
+FAMILIES: Dict[str, Family] = {
+    "mae": Family("mae", mae.MAE, mae.MAEConfig, mae.MAE_PRESETS, mae.mae_config),
+    "ssast": Family("ssast", ssast.SSAST, ssast.SSASTConfig, ssast.SSAST_PRESETS, ssast.ssast_config),
+    "maeast": Family("maeast", maeast.MAEAST, maeast.MAEASTConfig, maeast.MAEAST_PRESETS, maeast.maeast_config),
+    "eat": Family("eat", eat.EAT, eat.EATConfig, eat.EAT_PRESETS, eat.eat_config),
+}
+
+
+def _index() -> Dict[str, Family]:
+    index: Dict[str, Family] = {}
+    for family in FAMILIES.values():
+        for name in family.presets:
+            if name in index:
+                raise RuntimeError(f"preset {name!r} is defined by both {index[name].name} and {family.name}")
+            index[name] = family
+    return index
+
+
+def preset_names() -> List[str]:
+    return sorted(_index())
+
+
+def family_of(preset: str) -> str:
+    index = _index()
+    if preset not in index:
+        raise ValueError(f"unknown model preset {preset!r}; choose from {', '.join(sorted(index))}")
+    return index[preset].name
+
+
+def build_config(preset: str, **overrides: Any) -> Any:
+    return FAMILIES[family_of(preset)].config(preset, **overrides)
+
+
+def build_model(preset: str, **overrides: Any) -> nn.Module:
+    """``build_model("eat_base")``, ``build_model("maeast_patch_tiny", mask_ratio=0.5)``."""
+    family = FAMILIES[family_of(preset)]
+    return family.model(family.config(preset, **overrides))
+
+
+def model_from_config(family: str, config: Mapping[str, Any]) -> nn.Module:
+    """Rebuild a model from what a checkpoint stores: its family and ``config.to_dict()``."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; choose from {', '.join(sorted(FAMILIES))}")
+    spec = FAMILIES[family]
+    return spec.model(spec.config_cls.from_dict(dict(config)))

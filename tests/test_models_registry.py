@@ -11,7 +11,7 @@ from audiossl.models import registry
 def test_presets_cover_every_family_and_the_issue_names():
     names = set(registry.preset_names())
     for required in ("eat_base", "eat_large", "maeast_patch_base", "maeast_frame_base", "mae_vit_base",
-                     "mae_vit_large", "mae_vit_huge", "ssast_tiny_patch", "ssast_base_frame", "eat_tiny"):
+                     "mae_vit_large", "mae_vit_huge", "ssast_tiny_patch", "ssast_base_frame", "eat_tiny", "ijepa_vit_base", "ijepa_vit_huge"):
         assert required in names
     assert {registry.family_of(n) for n in names} == set(registry.FAMILIES)
 

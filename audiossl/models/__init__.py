@@ -34,6 +34,18 @@ from audiossl.models.eat import (
     eat_tiny,
     ema_decay,
 )
+from audiossl.models.jepa import (
+    JEPA,
+    JEPA_PRESETS,
+    JEPAConfig,
+    JEPAOutput,
+    JEPAPredictor,
+    ijepa_audio_tiny,
+    ijepa_tiny,
+    ijepa_vit_base,
+    ijepa_vit_huge,
+    jepa_config,
+)
 from audiossl.models.maeast import (
     MAEAST,
     MAEAST_PRESETS,
@@ -73,4 +85,6 @@ __all__ = [
     "maeast_frame_tiny", "maeast_patch_base", "maeast_patch_tiny",
     "EAT", "EAT_PRESETS", "Decoder2d", "EATConfig", "EATOutput", "eat_base", "eat_config", "eat_large",
     "eat_tiny", "ema_decay",
+    "JEPA", "JEPA_PRESETS", "JEPAConfig", "JEPAOutput", "JEPAPredictor", "ijepa_audio_tiny", "ijepa_tiny",
+    "ijepa_vit_base", "ijepa_vit_huge", "jepa_config",
 ]

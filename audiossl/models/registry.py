@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Mapping
 
 from torch import nn
 
-from audiossl.models import eat, mae, maeast, ssast
+from audiossl.models import eat, jepa, mae, maeast, ssast
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ FAMILIES: Dict[str, Family] = {
     "ssast": Family("ssast", ssast.SSAST, ssast.SSASTConfig, ssast.SSAST_PRESETS, ssast.ssast_config),
     "maeast": Family("maeast", maeast.MAEAST, maeast.MAEASTConfig, maeast.MAEAST_PRESETS, maeast.maeast_config),
     "eat": Family("eat", eat.EAT, eat.EATConfig, eat.EAT_PRESETS, eat.eat_config),
+    "jepa": Family("jepa", jepa.JEPA, jepa.JEPAConfig, jepa.JEPA_PRESETS, jepa.jepa_config),
 }
 
 

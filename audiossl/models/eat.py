@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from audiossl.masking.base import GeneratorLike, MaskInfo, resolve_generator
 from audiossl.masking.block import InverseBlockMasker
-from audiossl.models.encoder import Encoder, EncoderConfig, family_config
+from audiossl.models.encoder import Encoder, EncoderConfig, family_config, preset_config
 
 __all__ = [
     "Decoder2d",
@@ -391,14 +391,7 @@ EAT_PRESETS: Dict[str, Callable[[], EATConfig]] = {
 
 def eat_config(name: str, **overrides: Any) -> EATConfig:
     """A preset's config with fields replaced; ``encoder={...}`` overrides encoder fields."""
-    if name not in EAT_PRESETS:
-        raise ValueError(f"unknown EAT preset {name!r}; choose from {sorted(EAT_PRESETS)}")
-    d = EAT_PRESETS[name]().to_dict()
-    enc_overrides = overrides.pop("encoder", None) or {}
-    if isinstance(enc_overrides, EncoderConfig):
-        enc_overrides = enc_overrides.to_dict()
-    d["encoder"] = {**d["encoder"], **enc_overrides}
-    return EATConfig.from_dict({**d, **overrides})
+    return preset_config("EAT", EAT_PRESETS, EATConfig, name, overrides)
 
 
 def eat_base(**overrides: Any) -> EAT:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 from functools import partial
-from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -496,3 +496,17 @@ def _pair(x: Any) -> Tuple[int, int]:
         return (x, x)
     a, b = x
     return (int(a), int(b))
+
+
+def preset_config(family: str, presets: Mapping[str, Callable[[], Any]], config_cls: Any, name: str,
+                  overrides: Dict[str, Any]) -> Any:
+    """A family preset's config with fields replaced; ``encoder={...}`` (a dict or an
+    ``EncoderConfig``) replaces encoder fields. Shared by every objective's ``<family>_config``."""
+    if name not in presets:
+        raise ValueError(f"unknown {family} preset {name!r}; choose from {sorted(presets)}")
+    d = presets[name]().to_dict()
+    enc_overrides = overrides.pop("encoder", None) or {}
+    if isinstance(enc_overrides, EncoderConfig):
+        enc_overrides = enc_overrides.to_dict()
+    d["encoder"] = {**d["encoder"], **enc_overrides}
+    return config_cls.from_dict({**d, **overrides})

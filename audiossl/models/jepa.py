@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from audiossl.masking.base import MaskInfo, resolve_generator
 from audiossl.masking.hierarchical import HierarchicalMasker, HierarchicalMasks
 from audiossl.masking.multiblock import MULTIBLOCK_PRESETS, MultiBlockMasker, MultiBlockMasks
-from audiossl.models.encoder import Encoder, EncoderConfig, family_config
+from audiossl.models.encoder import Encoder, EncoderConfig, family_config, preset_config
 from audiossl.nn.blocks import Block, init_bert
 from audiossl.nn.pos_embed import sincos_2d
 
@@ -378,14 +378,7 @@ JEPA_PRESETS: Dict[str, Callable[[], JEPAConfig]] = {
 
 def jepa_config(name: str, **overrides: Any) -> JEPAConfig:
     """A preset's config with fields replaced; ``encoder={...}`` overrides encoder fields."""
-    if name not in JEPA_PRESETS:
-        raise ValueError(f"unknown JEPA preset {name!r}; choose from {sorted(JEPA_PRESETS)}")
-    d = JEPA_PRESETS[name]().to_dict()
-    enc_overrides = overrides.pop("encoder", None) or {}
-    if isinstance(enc_overrides, EncoderConfig):
-        enc_overrides = enc_overrides.to_dict()
-    d["encoder"] = {**d["encoder"], **enc_overrides}
-    return JEPAConfig.from_dict({**d, **overrides})
+    return preset_config("JEPA", JEPA_PRESETS, JEPAConfig, name, overrides)
 
 
 def ijepa_vit_base(**overrides: Any) -> JEPA:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from audiossl.masking.base import MaskInfo, resolve_generator
 from audiossl.masking.random import random_mask
-from audiossl.models.encoder import Encoder, EncoderConfig, family_config
+from audiossl.models.encoder import Encoder, EncoderConfig, family_config, preset_config
 from audiossl.nn.blocks import Block, init_xavier
 from audiossl.nn.pos_embed import sincos_2d
 from audiossl.tokenizers import patchify, unpatchify
@@ -293,14 +293,7 @@ MAE_PRESETS: Dict[str, Callable[[], MAEConfig]] = {
 
 def mae_config(name: str, **overrides: Any) -> MAEConfig:
     """A preset's config with fields replaced; ``encoder={...}`` overrides encoder fields."""
-    if name not in MAE_PRESETS:
-        raise ValueError(f"unknown MAE preset {name!r}; choose from {sorted(MAE_PRESETS)}")
-    d = MAE_PRESETS[name]().to_dict()
-    enc_overrides = overrides.pop("encoder", None) or {}
-    if isinstance(enc_overrides, EncoderConfig):
-        enc_overrides = enc_overrides.to_dict()
-    d["encoder"] = {**d["encoder"], **enc_overrides}
-    return MAEConfig.from_dict({**d, **overrides})
+    return preset_config("MAE", MAE_PRESETS, MAEConfig, name, overrides)
 
 
 def mae_vit_base(**overrides: Any) -> MAE:

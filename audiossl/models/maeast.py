@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from audiossl.masking.base import MaskInfo, resolve_generator
 from audiossl.masking.chunk import ChunkMask
 from audiossl.masking.random import random_mask
-from audiossl.models.encoder import Encoder, EncoderConfig, EncoderOutput, family_config
+from audiossl.models.encoder import Encoder, EncoderConfig, EncoderOutput, family_config, preset_config
 from audiossl.nn.blocks import Block, init_bert
 from audiossl.nn.pos_embed import sincos_1d
 from audiossl.tokenizers import patchify
@@ -396,14 +396,7 @@ MAEAST_PRESETS: Dict[str, Callable[[], MAEASTConfig]] = {
 
 def maeast_config(name: str, **overrides: Any) -> MAEASTConfig:
     """A preset's config with fields replaced; ``encoder={...}`` overrides encoder fields."""
-    if name not in MAEAST_PRESETS:
-        raise ValueError(f"unknown MAE-AST preset {name!r}; choose from {sorted(MAEAST_PRESETS)}")
-    d = MAEAST_PRESETS[name]().to_dict()
-    enc_overrides = overrides.pop("encoder", None) or {}
-    if isinstance(enc_overrides, EncoderConfig):
-        enc_overrides = enc_overrides.to_dict()
-    d["encoder"] = {**d["encoder"], **enc_overrides}
-    return MAEASTConfig.from_dict({**d, **overrides})
+    return preset_config("MAE-AST", MAEAST_PRESETS, MAEASTConfig, name, overrides)
 
 
 def maeast_patch_base(**overrides: Any) -> MAEAST:

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from audiossl.masking.base import MaskInfo, resolve_generator
 from audiossl.masking.chunk import chunk_mask
 from audiossl.masking.random import random_mask
-from audiossl.models.encoder import Encoder, EncoderConfig, family_config
+from audiossl.models.encoder import Encoder, EncoderConfig, family_config, preset_config
 from audiossl.tokenizers import patchify
 
 __all__ = [
@@ -339,14 +339,7 @@ SSAST_PRESETS: Dict[str, Callable[[], SSASTConfig]] = {
 
 def ssast_config(name: str, **overrides: Any) -> SSASTConfig:
     """A preset's config with fields replaced; ``encoder={...}`` overrides encoder fields."""
-    if name not in SSAST_PRESETS:
-        raise ValueError(f"unknown SSAST preset {name!r}; choose from {sorted(SSAST_PRESETS)}")
-    d = SSAST_PRESETS[name]().to_dict()
-    enc_overrides = overrides.pop("encoder", None) or {}
-    if isinstance(enc_overrides, EncoderConfig):
-        enc_overrides = enc_overrides.to_dict()
-    d["encoder"] = {**d["encoder"], **enc_overrides}
-    return SSASTConfig.from_dict({**d, **overrides})
+    return preset_config("SSAST", SSAST_PRESETS, SSASTConfig, name, overrides)
 
 
 def ssast_tiny_patch(**overrides: Any) -> SSAST:

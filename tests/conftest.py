@@ -61,3 +61,23 @@ def make_speech(tmp_path_factory: pytest.TempPathFactory) -> SpeechFactory:
 def speech_wav(make_speech: SpeechFactory) -> Path:
     """About 2.5 s of English speech, 16 kHz mono 16-bit WAV."""
     return make_speech()
+
+
+@pytest.fixture(scope="session")
+def speech_fbank_batch(make_speech: SpeechFactory) -> Callable[..., "torch.Tensor"]:
+    """Factory ``speech_fbank_batch(frames, starts, preset="ast", norm="audioset") -> (4, 1, frames, 128)``:
+    crops at ``starts`` of the fbanks of two spoken sentences, for the models' "loss falls on real
+    speech" tests. ``norm=None`` leaves raw log-mel (MAE-AST normalises inside the model)."""
+    from audiossl.audio import load
+    from audiossl.features import FbankConfig, Normalizer, fbank
+
+    def build(frames: int, starts, preset: str = "ast", norm: "str | None" = "audioset"):
+        import torch
+
+        feats = []
+        for text in ("The quick brown fox jumps over the lazy dog.", "She sells sea shells by the sea shore."):
+            f = fbank(load(make_speech(text)), FbankConfig.preset(preset))[0][0]
+            feats.append(Normalizer.preset(norm)(f) if norm else f)
+        return torch.stack([f[s : s + frames] for f in feats for s in starts]).unsqueeze(1)
+
+    return build

@@ -284,16 +284,8 @@ def test_config_round_trip_and_validation() -> None:
 
 
 # ---------------------------------------------------------------------------------------- training
-def test_tiny_eat_learns_on_speech(make_speech) -> None:
-    from audiossl.audio import load
-    from audiossl.features import FbankConfig, Normalizer, fbank
-
-    feats = []
-    for text in ("The quick brown fox jumps over the lazy dog.", "She sells sea shells by the sea shore."):
-        wav = load(make_speech(text))
-        f, _ = fbank(wav, FbankConfig.preset("ast"))
-        feats.append(Normalizer.preset("audioset")(f[0]))
-    batch = torch.stack([f[s : s + 128] for f in feats for s in (0, 80)]).unsqueeze(1)
+def test_tiny_eat_learns_on_speech(speech_fbank_batch) -> None:
+    batch = speech_fbank_batch(128, (0, 80))
     assert batch.shape == (4, 1, 128, 128)
 
     torch.manual_seed(0)

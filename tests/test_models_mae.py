@@ -249,17 +249,8 @@ def test_same_seed_same_loss() -> None:
 
 
 # ---------------------------------------------------------------------------------------- training
-def test_tiny_audio_mae_learns_on_speech(make_speech) -> None:
-    from audiossl.audio import load
-    from audiossl.features import FbankConfig, Normalizer, fbank
-
-    feats = []
-    for text in ("The quick brown fox jumps over the lazy dog.", "She sells sea shells by the sea shore."):
-        wav = load(make_speech(text))
-        f, _ = fbank(wav, FbankConfig.preset("ast"))
-        feats.append(Normalizer.preset("audioset")(f[0]))
-    # Four 64-frame crops (4 x 8 tokens each).
-    batch = torch.stack([f[s : s + 64] for f in feats for s in (0, 96)]).unsqueeze(1)
+def test_tiny_audio_mae_learns_on_speech(speech_fbank_batch) -> None:
+    batch = speech_fbank_batch(64, (0, 96))
     assert batch.shape == (4, 1, 64, 128)
 
     torch.manual_seed(0)

@@ -318,16 +318,8 @@ def test_config_round_trip_and_validation() -> None:
 
 
 # ---------------------------------------------------------------------------------------- training
-def test_tiny_maeast_learns_on_speech(make_speech) -> None:
-    from audiossl.audio import load
-    from audiossl.features import FbankConfig, fbank
-
-    feats = []
-    for text in ("The quick brown fox jumps over the lazy dog.", "She sells sea shells by the sea shore."):
-        f, _ = fbank(load(make_speech(text)), FbankConfig.preset("mae_ast"))
-        feats.append(f[0])
-    # Four 64-frame crops (4 x 8 patches each), raw fbanks: the in-model BatchNorm normalises.
-    batch = torch.stack([f[s : s + 64] for f in feats for s in (0, 96)]).unsqueeze(1)
+def test_tiny_maeast_learns_on_speech(speech_fbank_batch) -> None:
+    batch = speech_fbank_batch(64, (0, 96), preset="mae_ast", norm=None)
     assert batch.shape == (4, 1, 64, 128)
 
     torch.manual_seed(0)

@@ -19,6 +19,7 @@ COMMANDS = {
     "fbank-merge": "fbank_merge",
     "stats": "stats",
     "show-masks": "show_masks",
+    "pretrain": "pretrain",
 }
 
 
@@ -41,13 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _overrides_ok=getattr(module, "OVERRIDES", False), overrides=[])
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Commands with OVERRIDES = True take free ``--section.key value`` pairs (config overrides).
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not getattr(args, "_overrides_ok", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = extra
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

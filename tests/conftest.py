@@ -81,3 +81,33 @@ def speech_fbank_batch(make_speech: SpeechFactory) -> Callable[..., "torch.Tenso
         return torch.stack([f[s : s + frames] for f in feats for s in starts]).unsqueeze(1)
 
     return build
+
+
+SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "She sells sea shells by the sea shore.",
+    "A stitch in time saves nine, they said at the mill.",
+    "Peter Piper picked a peck of pickled peppers.",
+    "How much wood would a woodchuck chuck?",
+    "Red lorry, yellow lorry, red lorry, yellow lorry.",
+    "Unique New York, you know you need unique New York.",
+    "The rain in Spain stays mainly in the plain.",
+)
+
+
+@pytest.fixture(scope="session")
+def speech_store(make_speech: SpeechFactory, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An fbank store (ast front end, its own mean/std as normalizer) of eight spoken sentences,
+    1.5-3 s each: real data for the training-engine tests."""
+    from audiossl.data.manifest import read_manifest
+    from audiossl.data.store import compute_stats, precompute, write_normalizer
+
+    root = tmp_path_factory.mktemp("speech_store")
+    wavs = root / "wavs"
+    wavs.mkdir()
+    for i, text in enumerate(SENTENCES):
+        shutil.copy(make_speech(text), wavs / f"s{i}.wav")
+    out = root / "speech.h5"
+    precompute(read_manifest(wavs), out, workers=1, progress=False)
+    write_normalizer(out, compute_stats(out, progress=False).to_normalizer())
+    return out

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from audiossl.masking.base import GeneratorLike, MaskInfo, resolve_generator
 from audiossl.masking.block import InverseBlockMasker
-from audiossl.models.encoder import Encoder, EncoderConfig, family_config, preset_config
+from audiossl.models.encoder import Encoder, EncoderConfig, family_config, feature_variance, preset_config
 
 __all__ = [
     "Decoder2d",
@@ -167,6 +167,14 @@ class EATOutput:
     cls: Tensor
     mask: MaskInfo
     grid: Tuple[int, int]
+
+    def logs(self) -> Dict[str, Tensor]:
+        """``pred_var``/``target_var``: per-channel variance over hidden tokens (predictions) and
+        all tokens (teacher targets); both near 0 is the collapse data2vec-style training risks."""
+        return {"loss": self.loss.detach(), "frame_loss": self.frame_loss.detach(),
+                "utterance_loss": self.utterance_loss.detach(),
+                "pred_var": feature_variance(self.mask.gather_masked(self.pred)),
+                "target_var": feature_variance(self.targets)}
 
 
 class Decoder2d(nn.Module):

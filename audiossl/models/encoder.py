@@ -510,3 +510,13 @@ def preset_config(family: str, presets: Mapping[str, Callable[[], Any]], config_
         enc_overrides = enc_overrides.to_dict()
     d["encoder"] = {**d["encoder"], **enc_overrides}
     return config_cls.from_dict({**d, **overrides})
+
+
+@torch.no_grad()
+def feature_variance(x: Tensor) -> Tensor:
+    """Mean over channels of the per-channel variance across all rows of ``(..., D)`` features,
+    in fp32: the collapse statistic logged during pretraining (0 = every row the same)."""
+    flat = x.detach().reshape(-1, x.shape[-1]).float()
+    if flat.shape[0] < 2:
+        return flat.new_zeros(())
+    return flat.var(dim=0).mean()

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from audiossl.masking.base import MaskInfo, resolve_generator
 from audiossl.masking.hierarchical import HierarchicalMasker, HierarchicalMasks
 from audiossl.masking.multiblock import MULTIBLOCK_PRESETS, MultiBlockMasker, MultiBlockMasks
-from audiossl.models.encoder import Encoder, EncoderConfig, family_config, preset_config
+from audiossl.models.encoder import Encoder, EncoderConfig, family_config, feature_variance, preset_config
 from audiossl.nn.blocks import Block, init_bert
 from audiossl.nn.pos_embed import sincos_2d
 
@@ -150,6 +150,13 @@ class JEPAOutput:
     targets: List[Tensor]
     masks: Masks
     grid: Tuple[int, int]
+
+    def logs(self) -> Dict[str, Tensor]:
+        out = {"loss": self.loss.detach(), "pred_var": feature_variance(torch.cat([p.flatten(0, -2) for p in self.predictions])),
+               "target_var": feature_variance(torch.cat([t.flatten(0, -2) for t in self.targets]))}
+        if len(self.level_losses) > 1:
+            out.update({f"loss_{i}": v.detach() for i, v in enumerate(self.level_losses)})
+        return out
 
 
 class JEPAPredictor(nn.Module):

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from audiossl.masking.base import MaskInfo, resolve_generator
 from audiossl.masking.random import random_mask
-from audiossl.models.encoder import Encoder, EncoderConfig, family_config, preset_config
+from audiossl.models.encoder import Encoder, EncoderConfig, family_config, feature_variance, preset_config
 from audiossl.nn.blocks import Block, init_xavier
 from audiossl.nn.pos_embed import sincos_2d
 from audiossl.tokenizers import patchify, unpatchify
@@ -116,6 +116,10 @@ class MAEOutput:
     grid: Tuple[int, int]
     patch_size: Tuple[int, int]
     norm_pix_loss: bool = False
+
+    def logs(self) -> Dict[str, Tensor]:
+        """Scalars for the training log; ``pred_var`` near 0 means the decoder collapsed to a mean."""
+        return {"loss": self.loss.detach(), "pred_var": feature_variance(self.mask.gather_masked(self.pred))}
 
 
 class MAE(nn.Module):

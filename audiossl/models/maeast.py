@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from audiossl.masking.base import MaskInfo, resolve_generator
 from audiossl.masking.chunk import ChunkMask
 from audiossl.masking.random import random_mask
-from audiossl.models.encoder import Encoder, EncoderConfig, EncoderOutput, family_config, preset_config
+from audiossl.models.encoder import Encoder, EncoderConfig, EncoderOutput, family_config, feature_variance, preset_config
 from audiossl.nn.blocks import Block, init_bert
 from audiossl.nn.pos_embed import sincos_1d
 from audiossl.tokenizers import patchify
@@ -150,6 +150,11 @@ class MAEASTOutput:
     mask: MaskInfo
     grid: Tuple[int, int]
     patch_size: Tuple[int, int]
+
+    def logs(self) -> Dict[str, Tensor]:
+        return {"loss": self.loss.detach(), "nce": self.nce.detach(), "mse": self.mse.detach(),
+                "acc": self.accuracy.detach(), "pred_var": feature_variance(self.pred_reconstruction),
+                "target_var": feature_variance(self.target)}
 
 
 class MAEAST(nn.Module):

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping
 from torch import nn
 
 from audiossl.models import eat, jepa, mae, maeast, ssast
+from audiossl.models.encoder import Encoder, EncoderConfig
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,12 @@ FAMILIES: Dict[str, Family] = {
     "maeast": Family("maeast", maeast.MAEAST, maeast.MAEASTConfig, maeast.MAEAST_PRESETS, maeast.maeast_config),
     "eat": Family("eat", eat.EAT, eat.EATConfig, eat.EAT_PRESETS, eat.eat_config),
     "jepa": Family("jepa", jepa.JEPA, jepa.JEPAConfig, jepa.JEPA_PRESETS, jepa.jepa_config),
+}
+
+# Models that are not pretraining objectives but live in checkpoints: a bare encoder (imported
+# official weights, embeddings). Downstream adds its classifier here.
+CHECKPOINT_FAMILIES: Dict[str, Family] = {
+    "encoder": Family("encoder", Encoder, EncoderConfig, {}, lambda name, **kw: EncoderConfig(**kw)),
 }
 
 
@@ -67,7 +74,8 @@ def build_model(preset: str, **overrides: Any) -> nn.Module:
 
 def model_from_config(family: str, config: Mapping[str, Any]) -> nn.Module:
     """Rebuild a model from what a checkpoint stores: its family and ``config.to_dict()``."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; choose from {', '.join(sorted(FAMILIES))}")
-    spec = FAMILIES[family]
+    known = {**FAMILIES, **CHECKPOINT_FAMILIES}
+    if family not in known:
+        raise ValueError(f"unknown model family {family!r}; choose from {', '.join(sorted(known))}")
+    spec = known[family]
     return spec.model(spec.config_cls.from_dict(dict(config)))

@@ -151,6 +151,11 @@ class SSASTOutput:
     mask_mpc: Optional[MaskInfo] = None
     mask_mpg: Optional[MaskInfo] = None
 
+    def logs(self) -> Dict[str, Tensor]:
+        out = {"loss": self.loss.detach()}
+        out.update({k: v.detach() for k, v in (("nce", self.nce), ("acc", self.acc), ("mse", self.mse)) if v is not None})
+        return out
+
 
 def info_nce(target: Tensor, pred: Tensor) -> Tuple[Tensor, Tensor]:
     """SSAST's discriminative loss and accuracy for ``(B, M, P)`` targets and predictions.

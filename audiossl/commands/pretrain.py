@@ -1,0 +1,50 @@
+"""Pretrain a model from an fbank store with a YAML config; any config key can be overridden on
+the command line as ``--section.key value``:
+
+  audiossl pretrain --config recipes/esc50/conf/eat_tiny.yaml --data.train exp/train.h5 --steps 200
+  audiossl pretrain --config conf.yaml --resume          # continue from the newest checkpoint
+  torchrun --nproc_per_node 4 -m audiossl pretrain --config conf.yaml
+
+Optimiser defaults come from the model family's paper (see audiossl/train/pretrain.py,
+FAMILY_OPTIM); the YAML and the command line override them. Writes config.yaml,
+checkpoint-<step>.pt, metrics.jsonl and the final model.pt into --out (config key `out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+HELP = "pretrain a model (EAT, MAE-AST, SSAST, MAE, JEPA, masker) from an fbank store"
+OVERRIDES = True
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config (keys as in PretrainConfig)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from audiossl.train.checkpoint import CheckpointError
+    from audiossl.train.pretrain import TrainingError, load_config, pretrain
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (OSError, ValueError, TypeError) as e:
+        logger.error("config: %s", e)
+        return 2
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    try:
+        path = pretrain(cfg, resume=args.resume)
+    except (TrainingError, CheckpointError) as e:
+        logger.error("%s", e)
+        return 1
+    logger.info("wrote %s", path)
+    return 0

@@ -20,6 +20,7 @@ COMMANDS = {
     "stats": "stats",
     "show-masks": "show_masks",
     "pretrain": "pretrain",
+    "convert": "convert",
 }
 
 

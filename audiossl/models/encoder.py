@@ -91,6 +91,11 @@ class EncoderConfig:
     # AudioMAE's quirk: its sin-cos table is generated for the (F', T') grid and used in time-major
     # token order. Kept only to run AudioMAE checkpoints as trained.
     sincos_swap_axes: bool = False
+    # Rows of a *stored* fixed sin-cos table, kept as the buffer ``pos_table`` instead of rebuilt
+    # per grid. EAT's fairseq files carry their table rounded to fp16 by fp16 training; using it
+    # is what upstream does. The table lies on a (rows / W, W) grid, W = frequency patches, and
+    # an input uses its first H'·W rows (EAT's prefix rule). 0 = rebuild from the formula.
+    pos_table_rows: int = 0
     input_norm: bool = True
     post_norm: bool = True
     final_norm: bool = False
@@ -129,6 +134,13 @@ class EncoderConfig:
                     f"a frame tokenizer spans all {self.n_mels} mel bins: patch_size must be "
                     f"(frames, {self.n_mels}), got {self.patch_size}"
                 )
+        if self.pos_table_rows:
+            if self.pos_embed != "sincos_2d" or self.sincos_swap_axes:
+                raise ValueError("pos_table_rows stores a time-major sincos_2d table; "
+                                 f"got pos_embed={self.pos_embed!r}, sincos_swap_axes={self.sincos_swap_axes}")
+            if self.pos_table_rows % self.pos_table_width:
+                raise ValueError(f"pos_table_rows {self.pos_table_rows} is not a multiple of the "
+                                 f"{self.pos_table_width} frequency patches")
         if self.tokenizer == "linear_patch" and self.patch_stride not in (None, self.patch_size):
             raise ValueError(f"linear_patch tokens never overlap; patch_stride must equal patch_size, got {self.patch_stride}")
 
@@ -147,6 +159,11 @@ class EncoderConfig:
     @property
     def stride(self) -> Tuple[int, int]:
         return self.patch_stride if self.patch_stride is not None else self.patch_size
+
+    @property
+    def pos_table_width(self) -> int:
+        """Frequency patches per time step of a stored table's grid."""
+        return (self.n_mels - self.patch_size[1]) // self.stride[1] + 1
 
     @property
     def pos_prefix_rows(self) -> int:
@@ -285,6 +302,9 @@ class Encoder(nn.Module):
         if cfg.pos_embed == "learned":
             gh, gw = cfg.pos_grid
             self.pos_embed = nn.Parameter(torch.zeros(1, cfg.pos_prefix_rows + gh * gw, D))
+        if cfg.pos_table_rows:
+            W = cfg.pos_table_width
+            self.register_buffer("pos_table", sincos_2d(D, (cfg.pos_table_rows // W, W)).unsqueeze(0))
         self.pos_drop = nn.Dropout(cfg.input_drop)
         norm_layer = partial(nn.LayerNorm, eps=cfg.norm_eps)
         self.norm_pre = norm_layer(D) if cfg.input_norm else nn.Identity()
@@ -354,6 +374,12 @@ class Encoder(nn.Module):
                     "call resize_pos_embed() first"
                 )
             return self.pos_embed[:, cfg.pos_prefix_rows :]
+        if cfg.pos_table_rows:
+            gh, gw = grid
+            if gw != cfg.pos_table_width or gh * gw > cfg.pos_table_rows:
+                raise ValueError(f"token grid {tuple(grid)} does not fit the stored position table "
+                                 f"({cfg.pos_table_rows // cfg.pos_table_width} x {cfg.pos_table_width})")
+            return self.pos_table[:, : gh * gw].to(device=device, dtype=dtype)
         key = (tuple(grid), torch.device(device), dtype)
         table = self._pos_cache.get(key)
         if table is None:

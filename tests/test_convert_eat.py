@@ -12,9 +12,9 @@ layouts, with a fixed input and the upstream outputs:
   the CLS_TOKEN and MEAN_POOLING heads;
 * eat_hf.pt: Hugging Face ``EATModel`` state dict + config.json, features and logits.
 
-fairseq trains EAT in fp16, so its files carry an fp16-rounded position table, while our encoder
-rebuilds the exact one. The weight mapping is checked to 1e-4 with the stored table put in the
-encoder's cache; the rebuilt table's own effect is measured separately (see the module docstring).
+fairseq trains EAT in fp16, so its files carry an fp16-rounded position table; the importer keeps
+that stored table (``EncoderConfig.pos_table_rows``), as upstream uses it, and parity is checked
+to 1e-4 against the upstream outputs.
 """
 
 from __future__ import annotations

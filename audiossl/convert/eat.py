@@ -16,13 +16,13 @@ pretraining files, onto the whole :class:`~audiossl.models.eat.EAT` objective:
   extra_tokens, fixed_positional_encoder.positions, pre_norm, blocks.N}``, plus ``model.fc_norm``
   (eps 1e-5, PyTorch's default) and ``model.head`` in the fine-tuned variant.
 
-The fixed position table is not a parameter of our encoder: it is rebuilt from the sin-cos formula
-for each input grid. The stored one is checked against the formula (it must be EAT's 2-D table on a
-``(rows / W, W)`` grid, either the 512-row pre-April-2024 shape or the 6144-row one) and its largest
-deviation is recorded in ``meta["pos_table"]``. fairseq trains EAT as a ``.half()`` model and saves
-it cast back to fp32, so its files hold the table rounded to half precision (≤ 2.4e-4 per entry):
-upstream run on such a file differs from the rebuilt table by about 4e-4 in the final features
-(measured on the tiny fixtures and on a random EAT-base). The Hugging Face port's table is EAT's
+The fixed position table is checked against the sin-cos formula (it must be EAT's 2-D table on a
+``(rows / W, W)`` grid, either the 512-row pre-April-2024 shape or the 6144-row one), its largest
+deviation is recorded in ``meta["pos_table"]``, and the stored table itself is kept as the
+encoder's ``pos_table`` buffer (``EncoderConfig.pos_table_rows``). That matters: fairseq trains EAT
+as a ``.half()`` model and saves it cast back to fp32, so its files hold the table rounded to half
+precision (≤ 2.4e-4 per entry), and rebuilding the exact table instead would move the final
+features by about 4e-4 (measured on the tiny fixtures and on a random EAT-base). The Hugging Face port's table is EAT's
 float32 formula (≤ 4e-6 from ours within 10 s, ≤ 1.1e-4 on the far rows of the 6144-row table).
 """
 
@@ -321,7 +321,7 @@ def _teacher_state(ema: Mapping[str, Any], student: Mapping[str, Tensor]) -> Tup
         blocks = {"blocks." + k: v for k, v in ema.items()}
         shared = {k: v for k, v in student.items() if not k.startswith("blocks.")}
         return {**shared, **blocks}, "_ema (blocks; patch embedding, cls token and input norm shared with the student)"
-    ema.pop(_FAIRSEQ_POS, None)  # checked by the caller; the encoder rebuilds positions
+    ema.pop(_FAIRSEQ_POS, None)  # checked and stored as the teacher's pos_table by the caller
     return _rename(ema, "", _FAIRSEQ_ENCODER), "_ema"
 
 

@@ -243,9 +243,11 @@ def test_parameter_counts_closed_form(preset, sizes) -> None:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable == encoder + decoder
     if preset is eat_base:
-        # ViT-B/16 post-LN encoder 85.25M + decoder 2.59M = 87.84M trainable; the frozen teacher
-        # adds another 85.25M (the paper rounds its pretraining model to "93M").
+        # ViT-B/16 post-LN encoder 85.25M + decoder 2.59M = 87.84M trainable. The paper's "93M
+        # params pretraining" is fairseq's count, which includes the fixed sin-cos table stored as
+        # an nn.Parameter: 6144 rows x 768 = 4.72M, and 87.84M + 4.72M = 92.56M.
         assert (encoder, decoder) == (85_254_144, 2_585_856)
+        assert round((encoder + decoder + 6144 * 768) / 1e6) == 93
 
 
 def test_preset_fields() -> None:

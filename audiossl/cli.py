@@ -21,6 +21,7 @@ COMMANDS = {
     "show-masks": "show_masks",
     "pretrain": "pretrain",
     "convert": "convert",
+    "embed": "embed",
 }
 
 

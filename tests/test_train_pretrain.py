@@ -166,6 +166,18 @@ def test_loss_falls_and_teacher_tracks_the_student(speech_store: Path, tmp_path:
     assert max(moved) > 0
 
 
+def test_adaptive_masker_trains_around_a_frozen_mae_from_a_checkpoint(speech_store: Path, tmp_path: Path) -> None:
+    mae = pretrain(_cfg(speech_store, tmp_path / "mae", "audiomae_tiny", steps=2, save_every=2))
+    out = tmp_path / "masker"
+    final = pretrain(_cfg(speech_store, out, "masker_audiomae_tiny", steps=3, save_every=3, init_from=str(mae)))
+    records = _metrics(out)
+    assert all(0 < r["keep_fraction"] < 1 and r["rec_error_learned"] > 0 and r["rec_error_random"] > 0
+               for r in records)
+    frozen = load_checkpoint(mae)["model"]
+    trained = load_checkpoint(final)["model"]
+    assert all(torch.equal(trained["mae." + k], v) for k, v in frozen.items())  # the MAE never moved
+
+
 def test_resume_after_sigkill_reproduces_the_uninterrupted_losses(speech_store: Path, tmp_path: Path) -> None:
     common = ["--model", "eat_tiny", "--data.train", str(speech_store), "--data.target_length", "128",
               "--data.batch_size", "2", "--data.num_workers", "1", "--steps", "8", "--save_every", "2",

@@ -57,6 +57,14 @@ from audiossl.models.maeast import (
     maeast_patch_base,
     maeast_patch_tiny,
 )
+from audiossl.models.masker import (
+    MASKER_PRESETS,
+    AdaptiveMasker,
+    AdaptiveMaskerConfig,
+    AdaptiveMaskerOutput,
+    adversary_weight,
+    masker_config,
+)
 from audiossl.models.ssast import (
     SSAST,
     SSAST_PRESETS,
@@ -87,4 +95,6 @@ __all__ = [
     "eat_tiny", "ema_decay",
     "JEPA", "JEPA_PRESETS", "JEPAConfig", "JEPAOutput", "JEPAPredictor", "ijepa_audio_tiny", "ijepa_tiny",
     "ijepa_vit_base", "ijepa_vit_huge", "jepa_config",
+    "AdaptiveMasker", "AdaptiveMaskerConfig", "AdaptiveMaskerOutput", "MASKER_PRESETS", "adversary_weight",
+    "masker_config",
 ]

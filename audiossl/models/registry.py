@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Mapping
 
 from torch import nn
 
-from audiossl.models import eat, jepa, mae, maeast, ssast
+from audiossl.models import eat, jepa, mae, maeast, masker, ssast
 from audiossl.models.encoder import Encoder, EncoderConfig
 
 
@@ -32,6 +32,8 @@ FAMILIES: Dict[str, Family] = {
     "maeast": Family("maeast", maeast.MAEAST, maeast.MAEASTConfig, maeast.MAEAST_PRESETS, maeast.maeast_config),
     "eat": Family("eat", eat.EAT, eat.EATConfig, eat.EAT_PRESETS, eat.eat_config),
     "jepa": Family("jepa", jepa.JEPA, jepa.JEPAConfig, jepa.JEPA_PRESETS, jepa.jepa_config),
+    "masker": Family("masker", masker.AdaptiveMasker, masker.AdaptiveMaskerConfig, masker.MASKER_PRESETS,
+                     masker.masker_config),
 }
 
 # Models that are not pretraining objectives but live in checkpoints: a bare encoder (imported

@@ -372,7 +372,7 @@ class Pretrainer:
         ckpt = load_checkpoint(path)
         hook = getattr(self.model, "load_pretrained", None)
         if callable(hook):
-            hook(ckpt)
+            hook(ckpt, path=path)
         else:
             load_state_dict(self.model, ckpt["model"], path=path)
         logger.info("initialised %s from %s", self.cfg.model, path)

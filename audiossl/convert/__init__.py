@@ -9,7 +9,9 @@ writes the result atomically. Converters do no I/O, so they are tested on in-mem
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -72,13 +74,46 @@ def read_safetensors(path: PathLike) -> Dict[str, torch.Tensor]:
     return out
 
 
+_SAFETENSORS_NAMES = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
+
+
+def write_safetensors(path: PathLike, tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> Path:
+    """Write a ``.safetensors`` file (the layout :func:`read_safetensors` reads), atomically."""
+    path = Path(path)
+    header: Dict[str, Any] = {"__metadata__": dict(metadata or {"format": "pt"})}
+    blobs = []
+    offset = 0
+    for name, t in tensors.items():
+        t = t.detach().cpu().contiguous()
+        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _SAFETENSORS_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the format pads the header to 8 bytes
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for b in blobs:
+            f.write(b)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+    return path
+
+
 def read_source(path: PathLike, *, trust: bool = False) -> Tuple[Any, Optional[Dict[str, Any]]]:
-    """What an upstream file or Hugging Face folder holds, and the folder's ``config.json``."""
+    """What an upstream file or Hugging Face folder holds, and the folder's ``config.json``
+    (with its ``preprocessor_config.json``, if any, under the key ``"_preprocessor"``)."""
     path = Path(path)
     hf_config = None
     if path.is_dir():
         cfg = path / "config.json"
         hf_config = json.loads(cfg.read_text()) if cfg.is_file() else None
+        pre = path / "preprocessor_config.json"
+        if hf_config is not None and pre.is_file():
+            hf_config["_preprocessor"] = json.loads(pre.read_text())
         for name in ("model.safetensors", "pytorch_model.bin"):
             if (path / name).is_file():
                 path = path / name
@@ -92,11 +127,26 @@ def read_source(path: PathLike, *, trust: bool = False) -> Tuple[Any, Optional[D
     return load_foreign(path, trust=trust), hf_config
 
 
+def converter_options(source: str) -> Tuple[str, ...]:
+    """Keyword options a converter takes besides ``hf_config`` (e.g. ``num_heads``, ``stride``)."""
+    params = inspect.signature(converter(source)).parameters
+    return tuple(n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in ("hf_config", "hf_preprocessor"))
+
+
 def convert_payload(source: str, obj: Any, *, hf_config: Optional[Dict[str, Any]] = None,
-                    path: Optional[PathLike] = None) -> Dict[str, Any]:
+                    path: Optional[PathLike] = None, **options: Any) -> Dict[str, Any]:
+    """``options``: what the file cannot say, e.g. ``num_heads`` for a non-standard width or
+    ``stride`` of an AST fine-tuned file (see :func:`converter_options`)."""
     fn = converter(source)
+    unknown = sorted(set(options) - set(converter_options(source)))
+    if unknown:
+        raise ValueError(f"the {source!r} importer takes no option {unknown}; it takes {list(converter_options(source))}")
+    hf_config = None if hf_config is None else dict(hf_config)
+    pre = hf_config.pop("_preprocessor", None) if hf_config else None
+    if pre is not None and "hf_preprocessor" in inspect.signature(fn).parameters:
+        options["hf_preprocessor"] = pre
     try:
-        payload = fn(obj, hf_config=hf_config)
+        payload = fn(obj, hf_config=hf_config, **options)
     except CheckpointError as e:
         raise CheckpointError(path, f"as a {source!r} checkpoint: {e.reason}") from e
     payload.setdefault("meta", {})
@@ -106,11 +156,30 @@ def convert_payload(source: str, obj: Any, *, hf_config: Optional[Dict[str, Any]
     return payload
 
 
-def convert(source: str, src: PathLike, out: PathLike, *, trust: bool = False) -> Path:
+def convert(source: str, src: PathLike, out: PathLike, *, trust: bool = False, **options: Any) -> Path:
     """Read ``src`` as an upstream ``source`` checkpoint and write the native one to ``out``."""
     converter(source)  # an unknown source fails before reading a multi-GB file
     obj, hf_config = read_source(src, trust=trust)
-    return save_checkpoint(out, convert_payload(source, obj, hf_config=hf_config, path=src))
+    return save_checkpoint(out, convert_payload(source, obj, hf_config=hf_config, path=src, **options))
 
 
-__all__ = ["SOURCES", "convert", "convert_payload", "converter", "read_safetensors", "read_source"]
+def export_ast_hf_folder(checkpoint: PathLike, out_dir: PathLike, **kwargs: Any) -> Path:
+    """Write a native patch model as a Hugging Face ``ASTForAudioClassification`` folder
+    (``model.safetensors``, ``config.json``, ``preprocessor_config.json``)."""
+    from audiossl.convert.ast import export_ast_hf, export_ast_hf_preprocessor
+    from audiossl.train.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(checkpoint)
+    state, config = export_ast_hf(payload, **kwargs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_safetensors(out / "model.safetensors", state)
+    for name, data in (("config.json", config), ("preprocessor_config.json", export_ast_hf_preprocessor(payload))):
+        tmp = out / (name + ".partial")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, out / name)
+    return out
+
+
+__all__ = ["SOURCES", "convert", "convert_payload", "converter", "converter_options", "export_ast_hf_folder",
+           "read_safetensors", "read_source", "write_safetensors"]

@@ -22,6 +22,9 @@ COMMANDS = {
     "pretrain": "pretrain",
     "convert": "convert",
     "embed": "embed",
+    "finetune": "finetune",
+    "linprobe": "linprobe",
+    "report": "report",
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Mapping
 
 from torch import nn
 
-from audiossl.models import eat, jepa, mae, maeast, masker, ssast
+from audiossl.models import classifier, eat, jepa, mae, maeast, masker, ssast
 from audiossl.models.encoder import Encoder, EncoderConfig
 
 
@@ -37,9 +37,11 @@ FAMILIES: Dict[str, Family] = {
 }
 
 # Models that are not pretraining objectives but live in checkpoints: a bare encoder (imported
-# official weights, embeddings). Downstream adds its classifier here.
+# official weights, embeddings) and a fine-tuned classifier.
 CHECKPOINT_FAMILIES: Dict[str, Family] = {
     "encoder": Family("encoder", Encoder, EncoderConfig, {}, lambda name, **kw: EncoderConfig(**kw)),
+    "classifier": Family("classifier", classifier.Classifier, classifier.ClassifierConfig, {},
+                         lambda name, **kw: classifier.ClassifierConfig(**kw)),
 }
 
 

@@ -22,7 +22,7 @@ from audiossl.convert.mae import convert_audiomae, convert_mae, default_heads, p
 from audiossl.features import FbankConfig
 from audiossl.masking.base import MaskInfo
 from audiossl.models.encoder import Encoder
-from audiossl.models.mae import MAE
+from audiossl.models.mae import MAE, mae_config
 from audiossl.models.registry import model_from_config
 from audiossl.nn.pos_embed import sincos_2d
 from audiossl.train.checkpoint import (
@@ -171,8 +171,10 @@ def swin_decoder(dim: int = 512, depth: int = 16, heads: int = 16) -> Dict[str, 
                        f"{b}.meta_mlp.fc2.weight": (heads, 384), f"{b}.meta_mlp.fc2.bias": (heads,)})
     shapes.update({"mask_token": (1, 1, dim), "decoder_embed.weight": (dim, 768), "decoder_embed.bias": (dim,),
                    "decoder_norm.weight": (dim,), "decoder_norm.bias": (dim,), "decoder_pred.weight": (256, dim),
-                   "decoder_pred.bias": (256,), "decoder_pos_embed": (1, 513, dim)})
-    return {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+                   "decoder_pred.bias": (256,)})
+    sd = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+    sd["decoder_pos_embed"] = sincos_2d(dim, (8, 64), cls_token=True).unsqueeze(0)  # AudioMAE's (F', T') call
+    return sd
 
 
 def assert_maps(plan) -> torch.nn.Module:
@@ -190,16 +192,68 @@ def no_init(self: torch.nn.Module) -> None:
     pass
 
 
-def test_audiomae_release_pretrain_layout_maps_encoder() -> None:
-    """The released ViT-B AudioMAE pretraining file (decoder_mode=1: 16 Swin blocks)."""
+def test_audiomae_release_pretrain_layout_maps_the_local_decoder() -> None:
+    """The released ViT-B AudioMAE pretraining file (decoder_mode=1: 16 Swin blocks) is the whole
+    ``audiomae_base_local`` objective."""
     sd = {**release_encoder(768, 12, (16, 16), 1, (64, 8), swap=True), **swin_decoder()}
     assert len(sd) == 430  # what the upstream model's state_dict() holds
     plan = plan_mae(sd, None, audio=True)
-    assert plan.family == "encoder"
-    cfg = plan.config
-    assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.pos_grid, cfg.sincos_swap_axes) == (768, 12, 12, (64, 8), True)
-    assert plan.target_length == 1024 and "Swin" in plan.meta["dropped"]
-    assert len(plan.state_dict) == 1 + 2 + 12 * 12 + 2  # cls, patch conv, blocks, norm: every encoder tensor
+    assert plan.family == "mae" and "dropped" not in plan.meta
+    assert plan.config == mae_config("audiomae_base_local", decoder_mlp_ratio=4.0)  # None there: the encoder's 4
+    assert plan.target_length == 1024
+    assert any("decoder_shift=(2, 0)" in s for s in plan.meta["inferred"])
+    assert len(plan.state_dict) == 430 - 2  # every tensor but the two fixed sin-cos tables
+    model = assert_maps(plan)
+    assert [b.shift for b in model.decoder_blocks] == [(0, 0), (2, 0)] * 8
+
+
+def test_audiomae_local_pretrain_matches_upstream(tmp_path: Path) -> None:
+    """Tiny decoder_mode=1 model from the official code (2 Swin blocks of 4 heads on an 8 x 8
+    grid, one temperature under the 0.01 clamp): prediction and loss under a stored shuffle."""
+    fx = load_fixture("audiomae_pretrain_local")
+    payload = convert_audiomae(fx["checkpoint"], num_heads=4)
+    cfg = payload["config"]
+    assert payload["family"] == "mae" and cfg["decoder_mode"] == "local"
+    assert (cfg["decoder_dim"], cfg["decoder_depth"], cfg["decoder_heads"]) == (16, 2, 4)  # heads: len(tau)
+    assert cfg["decoder_window"] == [4, 4] and cfg["decoder_shift"] == [2, 0]
+    assert "inferred" not in payload["meta"]  # args.no_shift is stored, the heads are read
+    model = roundtrip(payload, tmp_path)
+    x = fx["input"]
+    mask = MaskInfo.from_shuffle(fx["ids_shuffle"], int(64 * (1 - fx["mask_ratio"])))
+    with torch.no_grad():
+        out = model(x, mask=mask)
+        latent = model.forward_encoder(x, mask)
+    assert torch.equal(out.mask.mask.float(), fx["mask"])
+    assert max_diff(latent, fx["latent"]) <= TOL
+    assert max_diff(out.pred, fx["pred"]) <= TOL  # measured 3.8e-6 (logits reach 1/0.01 = 100)
+    assert abs(out.loss.item() - fx["loss"].item()) <= TOL
+
+    # The shift (and its mask) is part of what the file means: without it the outputs differ.
+    ckpt = dict(fx["checkpoint"])
+    ckpt["args"] = {**ckpt["args"], "no_shift": True}
+    unshifted = model_from_checkpoint(convert_audiomae(ckpt, num_heads=4)).eval()
+    assert unshifted.config.decoder_shift == (0, 0)
+    with torch.no_grad():
+        assert max_diff(unshifted(x, mask=mask).pred, fx["pred"]) > 1e-2
+
+
+def test_local_decoder_heads_are_read_from_the_file() -> None:
+    ckpt = fixture_model("audiomae_pretrain_local")
+    with pytest.raises(CheckpointError, match="stores 4 temperatures"):
+        convert_audiomae(ckpt, num_heads=4, decoder_heads=16)
+    del ckpt["model"]["decoder_blocks.0.attn.tau"]
+    with pytest.raises(CheckpointError, match=r"missing keys \['decoder_blocks\.0\.attn\.tau'\]"):
+        convert_audiomae(ckpt, num_heads=4)
+
+
+def test_stride10_pretraining_file_keeps_its_encoder() -> None:
+    """``--use_custom_patch`` pretraining reconstructs overlapping patches, which the MAE objective
+    does not: the encoder is imported and the decoder listed as dropped."""
+    sd = {**release_encoder(768, 12, (16, 16), 1, (101, 12), swap=False), **swin_decoder()}
+    sd["decoder_pos_embed"] = sincos_2d(512, (101, 12), cls_token=True).unsqueeze(0)
+    plan = plan_mae(sd, {"use_custom_patch": True}, audio=True)
+    assert plan.family == "encoder" and plan.config.patch_stride == (10, 10)
+    assert "stride (10, 10)" in plan.meta["dropped"]
     assert_maps(plan)
 
 

@@ -15,13 +15,16 @@ from audiossl.models.mae import (
     MAE,
     MAE_PRESETS,
     MAEConfig,
+    audiomae_base_local,
     audiomae_tiny,
     mae_config,
     mae_tiny,
     mae_vit_base,
     reconstruction_figure,
 )
+from audiossl.nn.blocks import Block
 from audiossl.nn.pos_embed import sincos_2d
+from audiossl.nn.swin import SwinBlock
 
 
 def image(B: int = 2, seed: int = 0) -> torch.Tensor:
@@ -234,6 +237,88 @@ def test_config_round_trip_and_validation() -> None:
         MAEConfig(family_config("mae", patch_stride=(10, 10)))
     with pytest.raises(ValueError, match="unknown MAE preset"):
         mae_config("mae_vit_giant")
+
+
+# ---------------------------------------------------------------------------------------- local decoder
+def local_tiny(**kw) -> MAE:
+    return build(audiomae_tiny, decoder_mode="local", **kw)
+
+
+def test_local_decoder_is_opt_in() -> None:
+    assert MAEConfig().decoder_mode == "global"
+    for name in MAE_PRESETS:
+        assert (mae_config(name).decoder_mode == "local") == (name == "audiomae_base_local"), name
+    assert all(type(b) is Block for b in audiomae_tiny().decoder_blocks)
+
+
+def test_audiomae_base_local_is_the_released_architecture() -> None:
+    c = mae_config("audiomae_base_local")
+    assert c.to_dict() == {**mae_config("audiomae_base").to_dict(), "decoder_depth": 16, "decoder_mode": "local",
+                           "decoder_window": [4, 4], "decoder_shift": [2, 0]}
+    D, Dd, p, H, meta = 768, 512, 16, 16, 384
+    swin = _vit_block(Dd) + H + (2 * meta + meta) + (meta * H + H)  # + tau, meta_mlp.fc1, meta_mlp.fc2
+    encoder = (D * p * p + D) + D + 12 * _vit_block(D) + 2 * D
+    decoder = (D * Dd + Dd) + Dd + 16 * swin + 2 * Dd + (Dd * p * p + p * p)
+    fixed_tables = 513 * D + 513 * Dd
+    # facebookresearch/AudioMAE mae_vit_base_patch16(decoder_mode=1, img_size=(1024, 128)), counted upstream
+    assert encoder + decoder + fixed_tables == 136_992_768
+    with torch.device("meta"):
+        model = audiomae_base_local()
+    assert sum(p.numel() for p in model.parameters()) == encoder + decoder
+    assert all(isinstance(b, SwinBlock) for b in model.decoder_blocks)
+    assert [b.shift for b in model.decoder_blocks] == [(0, 0), (2, 0)] * 8
+    assert {b.attn.num_heads for b in model.decoder_blocks} == {16}
+    assert model.decoder_blocks[0].layout((64, 8)) == ((4, 4), (0, 0))
+    assert model.decoder_blocks[1].layout((64, 8)) == ((4, 4), (2, 0))
+
+
+def test_local_decoder_shapes_any_length_and_init() -> None:
+    model = local_tiny()
+    assert model(spec(T=1024), generator=0).pred.shape == (2, 512, 256)
+    assert model(spec(T=64), generator=0).pred.shape == (2, 32, 256)  # one window of rows: no shift
+    assert model(spec(T=80), generator=0).pred.shape == (2, 40, 256)  # 5 rows, padded to 8 inside
+    blk = audiomae_tiny(decoder_mode="local").decoder_blocks[1]
+    assert torch.equal(blk.attn.tau, torch.ones(4))
+    w = blk.attn.meta_mlp.fc1.weight
+    assert w.abs().max() <= math.sqrt(6.0 / (w.shape[0] + w.shape[1]))  # Xavier, as upstream's self.apply
+    assert blk.attn.meta_mlp.fc2.bias.abs().sum() == 0
+
+
+def test_local_decoder_pads_by_repeating_the_last_row() -> None:
+    """5 token rows run as 8 with rows 5..7 copies of row 4 (upstream's 101 -> 102 rule), then cropped."""
+    model = local_tiny()
+    x = torch.randn(2, 5 * 8, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grid = x.view(2, 5, 8, 32)
+    padded = torch.cat([grid, grid[:, 4:5].expand(-1, 3, -1, -1)], dim=1).reshape(2, 64, 32)
+    want = model.forward_local_decoder(padded, (8, 8)).view(2, 8, 8, -1)[:, :5].reshape(2, 40, -1)
+    torch.testing.assert_close(model.forward_local_decoder(x, (5, 8)), want, rtol=0, atol=1e-12)
+
+
+def test_local_decoder_drops_the_prefix_and_trains() -> None:
+    model = local_tiny().train()
+    x = spec(seed=5, T=128)
+    mask = model(x, generator=3).mask
+    # The cls token does not reach the local decoder: changing its decoder input changes nothing.
+    latent = model.forward_encoder(x, mask)
+    other = latent.clone()
+    other[:, 0] += 5.0
+    model.eval()
+    torch.testing.assert_close(model.forward_decoder(other, mask, (8, 8)), model.forward_decoder(latent, mask, (8, 8)),
+                               rtol=0, atol=0)
+    model.train()
+    model(x, mask=mask).loss.backward()
+    for p in (model.mask_token, model.decoder_blocks[1].attn.tau, model.decoder_blocks[1].attn.meta_mlp.fc1.weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_local_config_round_trip_and_validation() -> None:
+    cfg = mae_config("audiomae_tiny", decoder_mode="local", decoder_shift=(0, 0))
+    again = MAEConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.decoder_window == (4, 4) and again.decoder_shift == (0, 0)
+    with pytest.raises(ValueError, match="decoder_mode"):
+        MAEConfig(decoder_mode="swin")
+    with pytest.raises(ValueError, match="decoder_shift"):
+        MAEConfig(decoder_mode="local", decoder_window=(4, 4), decoder_shift=(4, 0))
 
 
 # ---------------------------------------------------------------------------------------- randomness

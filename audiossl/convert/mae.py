@@ -9,8 +9,11 @@ mostly deciding *what* the file holds:
   ``decoder_blocks.N`` as timm blocks, ``decoder_norm``, ``decoder_pred``; image MAE's
   ``mae_visualize_*`` files, AudioMAE ``decoder_mode=0``) → the full ``mae`` objective;
 * AudioMAE's released pretraining file (``decoder_mode=1``: 16 Swin-V2 decoder blocks with
-  ``attn.tau``/``attn.meta_mlp``, which :mod:`audiossl.models.mae` does not implement) → its
-  encoder alone, the decoder listed in ``meta["dropped"]``;
+  ``attn.tau``/``attn.meta_mlp``) → the full ``mae`` objective with ``decoder_mode="local"``;
+  the window and shift are not in the file and are upstream's hard-coded ones (4×4, shift (2, 0)
+  on odd blocks unless ``args.no_shift``);
+* a stride-10 (``--use_custom_patch``) pretraining file, whose decoder reconstructs overlapping
+  patches → its encoder alone, the decoder listed in ``meta["dropped"]``;
 * an encoder-only file (image MAE's ``mae_pretrain_vit_*``) → a bare ``encoder``;
 * a fine-tuned classifier → a bare ``encoder`` plus its head in ``meta["head"]``: with
   ``global_pool`` (the default of both repos) the final ``norm`` is deleted and the head is
@@ -25,9 +28,10 @@ generated for the ``(F', T')`` grid and read in time-major order, which
 the table (timm's ``pos_embed`` parameter), so a table that matches no sin-cos layout is imported
 as a learned one (``pos_embed="learned"``, cls row included).
 
-Heads cannot be read off the weights: the converters use the upstream head count for the width
+Heads cannot be read off ViT weights: the converters use the upstream head count for the width
 (ViT-Ti/S/B/L/H/g: 3/6/12/16/16/16, else ``embed_dim // 64``) and 16 for MAE decoders, unless
 ``num_heads``/``decoder_heads`` are given, and record what they assumed in ``meta["inferred"]``.
+A Swin decoder stores one temperature per head (``attn.tau``), so its head count is read.
 """
 
 from __future__ import annotations
@@ -73,6 +77,10 @@ AUDIOMAE_DATASETS = {
 AUDIOMAE_N_MELS = 128
 # ``--use_custom_patch``: AST-style 16x16 patches at stride 10.
 AUDIOMAE_CUSTOM_STRIDE = (10, 10)
+# decoder_mode=1 (models_mae.py, hard-coded): window 4x4 on the 64x8 grid (6x6 for the stride-10
+# model, which audiossl's MAE cannot build); odd blocks shifted by 2 time rows unless --no_shift.
+AUDIOMAE_WINDOW = (4, 4)
+AUDIOMAE_SHIFT = (2, 0)
 # ImageNet pixel statistics both image repositories normalise with.
 IMAGENET_PIXEL_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 # A stored sin-cos table equals ours up to float32 rounding of upstream's numpy float64 table.
@@ -273,12 +281,15 @@ def plan_mae(sd: Mapping[str, Tensor], args: Any = None, *, audio: bool, num_hea
     decoder_keys = sorted(k for k in sd if k.startswith("decoder_") or k == "mask_token")
     used |= set(decoder_keys)
     family, config, state = "encoder", enc_cfg, encoder_sd
-    if decoder_keys and any(".attn.tau" in k or ".attn.meta_mlp." in k for k in decoder_keys):
-        meta["dropped"] = (f"AudioMAE decoder_mode=1 Swin decoder ({len(decoder_keys)} tensors): audiossl's MAE "
-                           "implements the global decoder only; the encoder is imported alone")
-        logger.warning("dropping the %s local (Swin) decoder: %d tensors", source, len(decoder_keys))
+    if decoder_keys and stride != (ph, pw):
+        # Upstream's stride-10 pretraining reconstructs overlapping (unfolded) patches, which
+        # audiossl's MAE does not; the encoder is what can be used.
+        meta["dropped"] = (f"decoder ({len(decoder_keys)} tensors): audiossl's MAE reconstructs non-overlapping "
+                           f"patches and this encoder has stride {stride}; the encoder is imported alone")
+        logger.warning("dropping the %s decoder of a stride-%s model: %d tensors", source, stride, len(decoder_keys))
     elif decoder_keys:
-        config, state = _plan_decoder(sd, enc_cfg, args, audio, swap, decoder_heads, inferred)
+        local = any(".attn.tau" in k or ".attn.meta_mlp." in k for k in decoder_keys)
+        config, state = _plan_decoder(sd, enc_cfg, args, audio, swap, decoder_heads, inferred, local)
         family = "mae"
         state.update({f"encoder.{k}": v for k, v in encoder_sd.items()})
 
@@ -315,11 +326,19 @@ def _head_meta(head_sd: Dict[str, Tensor], final_norm: bool) -> Dict[str, Any]:
 
 
 def _plan_decoder(sd: Mapping[str, Tensor], enc_cfg: EncoderConfig, args: Any, audio: bool, swap: Optional[bool],
-                  decoder_heads: Optional[int], inferred: List[str]) -> Tuple[MAEConfig, Dict[str, Tensor]]:
-    """The global MAE decoder: config and its state dict (upstream names are ours)."""
-    require_keys(sd, _DECODER_REQUIRED, "MAE decoder")
+                  decoder_heads: Optional[int], inferred: List[str],
+                  local: bool) -> Tuple[MAEConfig, Dict[str, Tensor]]:
+    """The decoder (global MAE blocks, or AudioMAE's local Swin blocks when ``local``): config
+    and its state dict (upstream names are ours)."""
+    require_keys(sd, _DECODER_REQUIRED + (("decoder_blocks.0.attn.tau",) if local else ()), "MAE decoder")
     dec_dim = sd["decoder_embed.weight"].shape[0]
-    if decoder_heads is None:
+    if local:
+        stored = int(sd["decoder_blocks.0.attn.tau"].shape[0])
+        if decoder_heads is not None and decoder_heads != stored:
+            raise CheckpointError(None, f"decoder_heads={decoder_heads} given, but the Swin decoder stores {stored} "
+                                        "temperatures (decoder_blocks.0.attn.tau): one per head")
+        decoder_heads = stored
+    elif decoder_heads is None:
         decoder_heads = MAE_DECODER_HEADS if dec_dim % MAE_DECODER_HEADS == 0 else default_heads(dec_dim)
         inferred.append(f"decoder_heads={decoder_heads} (upstream MAE decoder)")
     grid = enc_cfg.pos_grid
@@ -331,12 +350,19 @@ def _plan_decoder(sd: Mapping[str, Tensor], enc_cfg: EncoderConfig, args: Any, a
     if swap is None:  # trained encoder table: follow the decoder's layout for its fixed table
         enc_cfg.sincos_swap_axes = dec_swap
     default_ratio, default_norm_pix = (0.8, True) if audio else (0.75, False)
+    local_kwargs: Dict[str, Any] = {}
+    if local:
+        no_shift = upstream_arg(args, "no_shift")
+        if no_shift is None:
+            inferred.append(f"decoder_shift={AUDIOMAE_SHIFT} (upstream default: no --no_shift)")
+        local_kwargs = dict(decoder_mode="local", decoder_window=AUDIOMAE_WINDOW,
+                            decoder_shift=(0, 0) if no_shift else AUDIOMAE_SHIFT)
     try:
         cfg = MAEConfig(
             encoder=enc_cfg, decoder_dim=dec_dim, decoder_depth=block_count(sd, "decoder_blocks."),
             decoder_heads=decoder_heads, decoder_mlp_ratio=sd["decoder_blocks.0.mlp.fc1.weight"].shape[0] / dec_dim,
             mask_ratio=float(upstream_arg(args, "mask_ratio", default_ratio)),
-            norm_pix_loss=bool(upstream_arg(args, "norm_pix_loss", default_norm_pix)),
+            norm_pix_loss=bool(upstream_arg(args, "norm_pix_loss", default_norm_pix)), **local_kwargs,
         )
     except ValueError as e:
         raise CheckpointError(None, f"the inferred MAE objective is not valid: {e}") from e

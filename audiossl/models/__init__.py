@@ -14,6 +14,7 @@ from audiossl.models.mae import (
     MAEConfig,
     MAEOutput,
     audiomae_base,
+    audiomae_base_local,
     audiomae_tiny,
     mae_config,
     mae_tiny,
@@ -84,7 +85,7 @@ from audiossl.models.ssast import (
 
 __all__ = [
     "Encoder", "EncoderConfig", "EncoderOutput", "LinearPatchTokenizer", "family_config",
-    "MAE", "MAE_PRESETS", "MAEConfig", "MAEOutput", "audiomae_base", "audiomae_tiny", "mae_config",
+    "MAE", "MAE_PRESETS", "MAEConfig", "MAEOutput", "audiomae_base", "audiomae_base_local", "audiomae_tiny", "mae_config",
     "mae_tiny", "mae_vit_base", "mae_vit_huge", "mae_vit_large", "reconstruction_figure",
     "SSAST", "SSAST_PRESETS", "SSASTConfig", "SSASTOutput", "info_nce", "ssast_config",
     "ssast_base_frame", "ssast_base_patch", "ssast_mini_frame", "ssast_mini_patch", "ssast_small_frame",

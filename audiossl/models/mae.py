@@ -8,9 +8,11 @@ optionally against per-patch-normalised targets). Parameter names follow upstrea
 (``decoder_embed``, ``mask_token``, ``decoder_blocks.N``, ``decoder_norm``, ``decoder_pred``) so
 official checkpoints map onto this module with the encoder renames only.
 
-Deviation: AudioMAE's released pretraining model (``decoder_mode=1``) decodes with 16 local
-Swin-V2-style blocks; this module implements the global-attention MAE decoder, which is
-AudioMAE's ``decoder_mode=0``. See :func:`audiomae_base`.
+Two decoders: ``decoder_mode="global"`` is MAE's (and AudioMAE's ``decoder_mode=0``) stack of
+ViT blocks over prefix + patch tokens; ``decoder_mode="local"`` is AudioMAE's released
+``decoder_mode=1``: the prefix is dropped after the positions are added and the patch grid goes
+through Swin-V2 blocks (:mod:`audiossl.nn.swin`) that attend within ``decoder_window`` windows,
+cyclically shifted by ``decoder_shift`` on every odd block. See :func:`audiomae_base_local`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from audiossl.masking.random import random_mask
 from audiossl.models.encoder import Encoder, EncoderConfig, family_config, feature_variance, preset_config
 from audiossl.nn.blocks import Block, init_xavier
 from audiossl.nn.pos_embed import sincos_2d
+from audiossl.nn.swin import SwinBlock, pad_to_windows, window_shift
 from audiossl.tokenizers import patchify, unpatchify
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "MAEOutput",
     "MAE_PRESETS",
     "audiomae_base",
+    "audiomae_base_local",
     "audiomae_tiny",
     "mae_config",
     "mae_tiny",
@@ -51,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 # MAE's norm_pix_loss adds this inside the square root of the (unbiased) per-patch variance.
 NORM_PIX_EPS = 1e-6
+DECODER_MODES = ("global", "local")
 
 
 @dataclass
@@ -67,10 +72,23 @@ class MAEConfig:
     decoder_mlp_ratio: Optional[float] = None
     mask_ratio: float = 0.75
     norm_pix_loss: bool = False
+    # "local": AudioMAE's decoder_mode=1 Swin decoder. Window and shift are (time, frequency) in
+    # tokens; the shift applies to odd blocks, (0, 0) is upstream's --no_shift. Defaults are
+    # AudioMAE's for 16x16 patches (its stride-10 model uses a (6, 6) window).
+    decoder_mode: str = "global"
+    decoder_window: Tuple[int, int] = (4, 4)
+    decoder_shift: Tuple[int, int] = (2, 0)
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, Mapping):
             self.encoder = EncoderConfig.from_dict(self.encoder)
+        self.decoder_window = (int(self.decoder_window[0]), int(self.decoder_window[1]))
+        self.decoder_shift = (int(self.decoder_shift[0]), int(self.decoder_shift[1]))
+        if self.decoder_mode not in DECODER_MODES:
+            raise ValueError(f"decoder_mode must be one of {DECODER_MODES}, got {self.decoder_mode!r}")
+        if min(self.decoder_window) < 1 or not all(0 <= s < w for s, w in zip(self.decoder_shift, self.decoder_window)):
+            raise ValueError(f"decoder_window {self.decoder_window} must be positive and decoder_shift "
+                             f"{self.decoder_shift} in [0, window) per axis")
         if self.decoder_dim % self.decoder_heads:
             raise ValueError(f"decoder_dim {self.decoder_dim} is not divisible by decoder_heads {self.decoder_heads}")
         if self.decoder_dim % 4:
@@ -93,6 +111,7 @@ class MAEConfig:
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["encoder"] = self.encoder.to_dict()
+        out["decoder_window"], out["decoder_shift"] = list(self.decoder_window), list(self.decoder_shift)
         return out
 
     @classmethod
@@ -135,10 +154,17 @@ class MAE(nn.Module):
         mlp_ratio = cfg.decoder_mlp_ratio if cfg.decoder_mlp_ratio is not None else enc.mlp_ratio
         self.decoder_embed = nn.Linear(enc.embed_dim, cfg.decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_dim))
-        self.decoder_blocks = nn.ModuleList(
-            Block(cfg.decoder_dim, cfg.decoder_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
-            for _ in range(cfg.decoder_depth)
-        )
+        if cfg.decoder_mode == "local":
+            self.decoder_blocks = nn.ModuleList(
+                SwinBlock(cfg.decoder_dim, cfg.decoder_heads, window=cfg.decoder_window,
+                          shift=cfg.decoder_shift if i % 2 else (0, 0), mlp_ratio=mlp_ratio, norm_layer=norm_layer)
+                for i in range(cfg.decoder_depth)
+            )
+        else:
+            self.decoder_blocks = nn.ModuleList(
+                Block(cfg.decoder_dim, cfg.decoder_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
+                for _ in range(cfg.decoder_depth)
+            )
         self.decoder_norm = norm_layer(cfg.decoder_dim)
         self.decoder_pred = nn.Linear(cfg.decoder_dim, cfg.patch_dim)
         self._pos_cache: Dict[Tuple[Tuple[int, int], torch.device, torch.dtype], Tensor] = {}
@@ -146,11 +172,15 @@ class MAE(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """MAE's ``initialize_weights`` for the decoder (Xavier Linear, unit LayerNorm, mask
-        token N(0, 0.02)); the encoder keeps its family's init."""
+        """MAE's ``initialize_weights`` for the decoder (Xavier Linear — the Swin position-bias MLP
+        included, as upstream's ``self.apply`` reaches it —, unit LayerNorm, mask token
+        N(0, 0.02), Swin temperatures 1); the encoder keeps its family's init."""
         for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
             module.apply(init_xavier)
         nn.init.normal_(self.mask_token, std=0.02)
+        for blk in self.decoder_blocks:
+            if isinstance(blk, SwinBlock):
+                nn.init.ones_(blk.attn.tau)
 
     @property
     def patch_size(self) -> Tuple[int, int]:
@@ -183,9 +213,25 @@ class MAE(nn.Module):
         prefix, visible = x[:, : self.num_prefix], x[:, self.num_prefix :]
         x = torch.cat([prefix, mask.restore(visible, self.mask_token)], dim=1)
         x = x + self.decoder_pos_table(grid, x.device, x.dtype)
+        if self.config.decoder_mode == "local":
+            return self.forward_local_decoder(x[:, self.num_prefix :], grid)
         for blk in self.decoder_blocks:
             x = blk(x)
         return self.decoder_pred(self.decoder_norm(x))[:, self.num_prefix :]
+
+    def forward_local_decoder(self, x: Tensor, grid: Tuple[int, int]) -> Tensor:
+        """Swin blocks over the ``(B, N, decoder_dim)`` patch tokens (prefix already dropped, as
+        upstream does). A grid that is not a multiple of the window is padded by repeating its
+        last row/column and cropped after the head — upstream's hack for 101 → 102 time rows."""
+        B, N, C = x.shape
+        window, _ = window_shift(grid, self.config.decoder_window, (0, 0))
+        x = pad_to_windows(x.view(B, grid[0], grid[1], C), window)
+        padded = (x.shape[1], x.shape[2])
+        x = x.reshape(B, -1, C)
+        for blk in self.decoder_blocks:
+            x = blk(x, padded)
+        pred = self.decoder_pred(self.decoder_norm(x))
+        return pred.view(B, *padded, -1)[:, : grid[0], : grid[1]].reshape(B, N, -1)
 
     def forward_loss(self, x: Tensor, pred: Tensor, mask: MaskInfo) -> Tensor:
         """Mean over hidden patches of the per-patch MSE against the (normalised) pixels."""
@@ -268,10 +314,18 @@ def _mae_vit_huge_config() -> MAEConfig:
 
 def _audiomae_base_config() -> MAEConfig:
     # AudioMAE mae_vit_base_patch16 on (1024, 128) fbanks: 64×8 tokens, ratio 0.8 (keep 102),
-    # norm_pix_loss on. Decoder: the global 8-block MAE decoder (decoder_mode=0), not the
-    # released 16-block local Swin decoder (decoder_mode=1).
+    # norm_pix_loss on. Decoder: the global 8-block MAE decoder (decoder_mode=0); the released
+    # 16-block local Swin decoder (decoder_mode=1) is audiomae_base_local.
     return MAEConfig(_audio_encoder(768, 12, 12), decoder_dim=512, decoder_depth=8, decoder_heads=16,
                      mask_ratio=0.8, norm_pix_loss=True)
+
+
+def _audiomae_base_local_config() -> MAEConfig:
+    # The released AudioMAE pretraining architecture (decoder_mode=1): 16 Swin blocks, 16 heads,
+    # 4x4 windows on the 64x8 grid, shifted by 2 time rows on odd blocks.
+    return MAEConfig(_audio_encoder(768, 12, 12), decoder_dim=512, decoder_depth=16, decoder_heads=16,
+                     mask_ratio=0.8, norm_pix_loss=True, decoder_mode="local", decoder_window=(4, 4),
+                     decoder_shift=(2, 0))
 
 
 def _mae_tiny_config() -> MAEConfig:
@@ -290,6 +344,7 @@ MAE_PRESETS: Dict[str, Callable[[], MAEConfig]] = {
     "mae_vit_large": _mae_vit_large_config,
     "mae_vit_huge": _mae_vit_huge_config,
     "audiomae_base": _audiomae_base_config,
+    "audiomae_base_local": _audiomae_base_local_config,
     "mae_tiny": _mae_tiny_config,
     "audiomae_tiny": _audiomae_tiny_config,
 }
@@ -317,8 +372,16 @@ def mae_vit_huge(**overrides: Any) -> MAE:
 
 def audiomae_base(**overrides: Any) -> MAE:
     """AudioMAE ViT-B/16 on ``(B, 1, 1024, 128)`` fbanks, ratio 0.8, ``norm_pix_loss``, with the
-    global MAE decoder (AudioMAE ``decoder_mode=0``; the local Swin decoder is not implemented)."""
+    global MAE decoder (AudioMAE ``decoder_mode=0``; :func:`audiomae_base_local` is the released
+    ``decoder_mode=1`` model)."""
     return MAE(mae_config("audiomae_base", **overrides))
+
+
+def audiomae_base_local(**overrides: Any) -> MAE:
+    """The released AudioMAE pretraining model: ViT-B/16 encoder, ratio 0.8, ``norm_pix_loss``,
+    and the local decoder (AudioMAE ``decoder_mode=1``: 16 Swin-V2 blocks, 512 wide, 16 heads,
+    4x4 windows, shift (2, 0) on odd blocks)."""
+    return MAE(mae_config("audiomae_base_local", **overrides))
 
 
 def mae_tiny(**overrides: Any) -> MAE:

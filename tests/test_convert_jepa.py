@@ -19,7 +19,7 @@ import torch
 from audiossl.convert.jepa import convert_ijepa, plan_ijepa
 from audiossl.masking.base import MaskInfo
 from audiossl.models.encoder import Encoder
-from audiossl.models.jepa import JEPA, JEPAPredictor
+from audiossl.models.jepa import JEPA, JEPAConfig, JEPAPredictor
 from audiossl.models.registry import model_from_config
 from audiossl.nn.pos_embed import sincos_2d
 from audiossl.train.checkpoint import (
@@ -190,8 +190,12 @@ def no_init(self: torch.nn.Module) -> None:
     pass
 
 
-def test_predictor_mlp_ratio_other_than_the_encoders_is_refused() -> None:
-    """ViT-g (mlp_ratio 48/11) with upstream's mlp-4 predictor: JEPAConfig ties the two ratios."""
-    parts = release_parts(1408, 2, 16, 14, 384, 2, 6144, 1536)
-    with pytest.raises(CheckpointError, match="predictor's MLP ratio 4 differs from the encoder's 4.36"):
-        plan_ijepa(parts)
+def test_vit_g_maps_with_the_predictors_own_mlp_ratio() -> None:
+    """ViT-g/16 (mlp_ratio 48/11 = 6144/1408) with upstream's mlp-4 predictor (1536/384)."""
+    plan = plan_ijepa(release_parts(1408, 2, 16, 14, 384, 2, 6144, 1536))
+    cfg = plan.config if isinstance(plan.config, JEPAConfig) else JEPAConfig.from_dict(plan.config)
+    assert cfg.encoder.mlp_ratio == pytest.approx(48 / 11) and cfg.pred_mlp_ratio == 4.0
+    with torch.device("meta"), mock.patch.object(Encoder, "reset_parameters", no_init), \
+            mock.patch.object(JEPAPredictor, "reset_parameters", no_init):
+        model = model_from_config(plan.family, cfg.to_dict())
+    check_state_dict(model, plan.state_dict)

@@ -81,10 +81,6 @@ def plan_ijepa(parts: Mapping[str, Mapping[str, Tensor]], *, num_heads: Optional
     mlp_ratio = enc["blocks.0.mlp.fc1.weight"].shape[0] / dim
     pred_dim = pred["predictor_embed.weight"].shape[0]
     pred_ratio = pred["predictor_blocks.0.mlp.fc1.weight"].shape[0] / pred_dim
-    if pred_ratio != mlp_ratio:
-        # vit_predictor hard-codes mlp_ratio 4; only ViT-g (48/11) differs, and JEPAConfig ties the two.
-        raise CheckpointError(None, f"the predictor's MLP ratio {pred_ratio:g} differs from the encoder's "
-                                    f"{mlp_ratio:g}, which JEPAConfig cannot express yet")
     try:
         enc_cfg = family_config(
             "ijepa", embed_dim=dim, depth=block_count(enc, "blocks."), num_heads=num_heads, mlp_ratio=mlp_ratio,
@@ -92,7 +88,7 @@ def plan_ijepa(parts: Mapping[str, Mapping[str, Tensor]], *, num_heads: Optional
             pos_grid=(side, side),
         )
         cfg = JEPAConfig(encoder=enc_cfg, pred_dim=pred_dim, pred_depth=block_count(pred, "predictor_blocks."),
-                         masker="image")
+                         pred_mlp_ratio=pred_ratio, masker="image")
     except ValueError as e:
         raise CheckpointError(None, f"the inferred I-JEPA model is not valid: {e}") from e
     state: Dict[str, Tensor] = {}

@@ -80,6 +80,8 @@ class JEPAConfig:
     pred_depth: int = 12
     # None = the encoder's number of heads (upstream passes encoder.num_heads to the predictor).
     pred_heads: Optional[int] = None
+    # Upstream's vit_predictor keeps mlp_ratio 4 whatever the encoder's (ViT-g uses 48/11).
+    pred_mlp_ratio: float = 4.0
     ema_start: float = 0.996
     ema_end: float = 1.0
     # Masks drawn when forward() gets none: a MULTIBLOCK_PRESETS name ("image", "audio") ...
@@ -234,7 +236,7 @@ class JEPA(nn.Module):
         enc = cfg.encoder
         self.encoder = Encoder(enc)
         self.predictor = JEPAPredictor(
-            enc.embed_dim, cfg.pred_dim, cfg.pred_depth, cfg.heads, mlp_ratio=enc.mlp_ratio,
+            enc.embed_dim, cfg.pred_dim, cfg.pred_depth, cfg.heads, mlp_ratio=cfg.pred_mlp_ratio,
             norm_eps=enc.norm_eps, num_levels=cfg.num_levels,
         )
         self.target_encoder = copy.deepcopy(self.encoder)

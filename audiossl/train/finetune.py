@@ -101,7 +101,7 @@ SELECTED_ON_TEST = "test (optimistic)"
 # Fine-tuning settings of the papers, by the source family of the encoder (prefix match on the
 # pretraining preset, the importer's source or the checkpoint family; first match wins, longer
 # prefixes first). Sections as in FinetuneConfig.
-FAMILY_FINETUNE: List[Tuple[str, Dict[str, Dict[str, Any]]]] = [
+FAMILY_FINETUNE: List[Tuple[Union[str, Tuple[str, ...]], Dict[str, Dict[str, Any]]]] = [
     # EAT ESC-50 script: CLS → fc_norm → head, drop-path 0.1, AdamW (0.9, 0.95) wd 0.05, lr 5e-5,
     # 10 % warm-up from min_lr 1e-6, layer decay 0.65 with data2vec's quirk (non-block parameters
     # keep scale 1), label smoothing 0.1, roll, SpecAugment r = 0.4 (the paper's table says 0.2;
@@ -122,9 +122,6 @@ FAMILY_FINETUNE: List[Tuple[str, Dict[str, Dict[str, Any]]]] = [
     ("maeast", dict(model=dict(pooling="mean", head="ln_linear", head_init_std=0.02),
                     optim=dict(optimizer="adam", lr=1e-4, betas=[0.95, 0.999], weight_decay=5e-7, schedule="cosine"),
                     augment=dict(freqm=24, timem=96))),
-    ("mae_ast", dict(model=dict(pooling="mean", head="ln_linear", head_init_std=0.02),
-                     optim=dict(optimizer="adam", lr=1e-4, betas=[0.95, 0.999], weight_decay=5e-7, schedule="cosine"),
-                     augment=dict(freqm=24, timem=96))),
     # MAE (images) FINETUNE.md: global pool, layer decay 0.65 (ViT-B), drop-path 0.1, wd 0.05.
     ("mae", dict(model=dict(pooling="mean", head="ln_linear", drop_path=0.1, head_init_std=2e-5, strip_final_norm=True),
                  optim=dict(optimizer="adamw", lr=1e-4, betas=[0.9, 0.999], weight_decay=0.05, layer_decay=0.65,
@@ -141,12 +138,9 @@ FAMILY_FINETUNE: List[Tuple[str, Dict[str, Dict[str, Any]]]] = [
                  optim=dict(optimizer="adam", lr=1e-5, betas=[0.95, 0.999], weight_decay=5e-7, schedule="cosine"),
                  augment=dict(freqm=24, timem=96))),
     # I-JEPA has no cls token: mean pool, MAE-style layer decay.
-    ("ijepa", dict(model=dict(pooling="mean", head="ln_linear", drop_path=0.1),
-                   optim=dict(optimizer="adamw", lr=1e-4, betas=[0.9, 0.999], weight_decay=0.05, layer_decay=0.75,
-                              schedule="cosine", warmup=0.1, min_lr=1e-6))),
-    ("jepa", dict(model=dict(pooling="mean", head="ln_linear", drop_path=0.1),
-                  optim=dict(optimizer="adamw", lr=1e-4, betas=[0.9, 0.999], weight_decay=0.05, layer_decay=0.75,
-                             schedule="cosine", warmup=0.1, min_lr=1e-6))),
+    (("ijepa", "jepa"), dict(model=dict(pooling="mean", head="ln_linear", drop_path=0.1),
+                             optim=dict(optimizer="adamw", lr=1e-4, betas=[0.9, 0.999], weight_decay=0.05,
+                                        layer_decay=0.75, schedule="cosine", warmup=0.1, min_lr=1e-6))),
 ]
 
 # The probe: MAE's BatchNorm(affine=False) + Linear on standardised features (EVAR), trained
@@ -163,7 +157,7 @@ def family_defaults(source: str, mode: str = "finetune") -> Dict[str, Dict[str, 
     """The defaults of ``source`` (a preset, importer source or family name) for ``mode``."""
     found: Dict[str, Dict[str, Any]] = {}
     for prefix, values in FAMILY_FINETUNE:
-        if source.startswith(prefix):
+        if source.startswith(prefix):  # str.startswith takes a tuple of prefixes too
             found = copy.deepcopy(values)
             break
     if mode == "linprobe":
@@ -893,10 +887,15 @@ class Finetuner:
 
         from audiossl.train.checkpoint import load_state_dict
 
-        best = load_checkpoint(self.out / "best.pt")
-        shutil.copyfile(self.out / "best.pt", self.out / "model.pt.partial")
-        Path(self.out / "model.pt.partial").replace(self.out / "model.pt")
-        (self.out / "best.pt").unlink()
+        # best.pt goes only after results.json is written: a run killed in between resumes here
+        # and finds the selected model in best.pt, or in model.pt once that copy is complete.
+        src = self.out / "best.pt"
+        if not src.exists():
+            src = self.out / "model.pt"
+        best = load_checkpoint(src)
+        if src.name == "best.pt":
+            shutil.copyfile(src, self.out / "model.pt.partial")
+            Path(self.out / "model.pt.partial").replace(self.out / "model.pt")
         extra = []
         if self.wa_sum is not None and self.wa_count:
             avg = copy.deepcopy(self.model)
@@ -940,6 +939,7 @@ class Finetuner:
         }
         results = _json_clean(results)
         _write_atomic(self.out / "results.json", json.dumps(results, indent=2) + "\n")
+        (self.out / "best.pt").unlink(missing_ok=True)
         return results
 
     def _targets(self, name: str) -> Tensor:

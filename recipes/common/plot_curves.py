@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Training curves of recipe runs as one PNG: a panel per run directory, plotting the losses and
+accuracies found in its metrics.jsonl against the step (pretraining) or epoch (fine-tuning).
+
+    python recipes/common/plot_curves.py OUT.png RUN_DIR [RUN_DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+CURVE_WORDS = ("loss", "acc", "map")
+
+
+def read(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out")
+    p.add_argument("runs", nargs="+")
+    args = p.parse_args()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [(Path(r), Path(r) / "metrics.jsonl") for r in args.runs]
+    runs = [(r, m) for r, m in runs if m.is_file()]
+    if not runs:
+        print(f"no metrics.jsonl in {args.runs}", file=sys.stderr)
+        return 1
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.6), squeeze=False)
+    for ax, (run, metrics) in zip(axes[0], runs):
+        records = read(metrics)
+        x_key = "step" if "step" in records[0] else "epoch"
+        keys = sorted({k for r in records for k, v in r.items()
+                       if isinstance(v, (int, float)) and any(w in k.lower() for w in CURVE_WORDS)})
+        for key in keys:
+            pts = [(r[x_key], r[key]) for r in records if key in r and math.isfinite(r[key])]
+            if pts:
+                ax.plot(*zip(*pts), label=key, marker="." if len(pts) < 40 else None)
+        ax.set_title(f"{run.parent.name}/{run.name}" if run.parent.name else run.name, fontsize=9)
+        ax.set_xlabel(x_key)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = args.out + ".partial.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

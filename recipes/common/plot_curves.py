@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Training curves of recipe runs as one PNG: a panel per run directory, plotting the losses and
-accuracies found in its metrics.jsonl against the step (pretraining) or epoch (fine-tuning).
+accuracies found in its metrics.jsonl (nested ones such as a fine-tuning run's ``val.acc`` too)
+against the optimiser step, on a log scale when the curves span more than a decade.
 
     python recipes/common/plot_curves.py OUT.png RUN_DIR [RUN_DIR ...]
 """
@@ -17,8 +18,18 @@ from pathlib import Path
 CURVE_WORDS = ("loss", "acc", "map")
 
 
+def flatten(record: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in record.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[prefix + k] = v
+    return out
+
+
 def read(path: Path) -> list:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [flatten(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
 def main() -> int:
@@ -40,13 +51,20 @@ def main() -> int:
     for ax, (run, metrics) in zip(axes[0], runs):
         records = read(metrics)
         x_key = "step" if "step" in records[0] else "epoch"
-        keys = sorted({k for r in records for k, v in r.items()
-                       if isinstance(v, (int, float)) and any(w in k.lower() for w in CURVE_WORDS)})
+        keys = sorted({k for r in records for k in r
+                       if any(w in k.split(".")[-1].lower() for w in CURVE_WORDS) and "classes" not in k})
+        lows, highs = [], []
         for key in keys:
             pts = [(r[x_key], r[key]) for r in records if key in r and math.isfinite(r[key])]
             if pts:
                 ax.plot(*zip(*pts), label=key, marker="." if len(pts) < 40 else None)
-        ax.set_title(f"{run.parent.name}/{run.name}" if run.parent.name else run.name, fontsize=9)
+                ys = [y for _, y in pts if y > 0]
+                if ys:
+                    lows.append(min(ys))
+                    highs.append(max(ys))
+        if lows and max(highs) / min(lows) > 20:
+            ax.set_yscale("log")
+        ax.set_title(" / ".join(run.parts[-3:]), fontsize=9)
         ax.set_xlabel(x_key)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)

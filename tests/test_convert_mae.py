@@ -18,7 +18,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from audiossl.convert.mae import convert_audiomae, convert_mae, default_heads, plan_mae
+from audiossl.convert.common import default_heads
+from audiossl.convert.mae import convert_audiomae, convert_mae, plan_mae
 from audiossl.features import FbankConfig
 from audiossl.masking.base import MaskInfo
 from audiossl.models.encoder import Encoder

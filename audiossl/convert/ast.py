@@ -42,21 +42,27 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from audiossl.convert.common import (
+    ImportPlan,
+    block_count,
+    config_value,
+    default_heads,
+    is_state_dict,
+    require_keys,
+    strip_prefix,
+)
 from audiossl.features import FbankConfig, Normalizer
 from audiossl.models.encoder import Encoder, EncoderConfig, family_config
-from audiossl.models.registry import model_from_config
 from audiossl.models.ssast import SSASTConfig
-from audiossl.train.checkpoint import CheckpointError, load_state_dict, model_from_checkpoint, native_payload
+from audiossl.train.checkpoint import CheckpointError, model_from_checkpoint
 
 __all__ = [
     "CONVERTERS",
-    "ConversionPlan",
     "convert_ast",
     "convert_ast_hf",
     "convert_ssast",
@@ -87,80 +93,35 @@ HEAD_KINDS = ("cls_dist_mean_ln_linear", "mean_ln_linear")
 _DEIT_UNUSED = ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias")
 
 
-@dataclass
-class ConversionPlan:
-    """What a converter decided before building anything: the native family and config, the
-    renamed state dict, the front end and ``meta`` (head tensors included)."""
-
-    family: str
-    config: Any
-    state_dict: StateDict
-    fbank: Optional[Dict[str, Any]]
-    normalizer: Optional[Dict[str, float]]
-    target_length: Optional[int]
-    meta: Dict[str, Any] = field(default_factory=dict)
-
-    def build(self) -> nn.Module:
-        """The model with the planned weights loaded strictly."""
-        model = model_from_config(self.family, self.config.to_dict())
-        return load_state_dict(model, self.state_dict, what=f"native {self.family} model")
-
-    def payload(self) -> Dict[str, Any]:
-        return native_payload(self.build(), family=self.family, fbank=self.fbank, normalizer=self.normalizer,
-                              target_length=self.target_length, meta=self.meta)
-
-
 # --------------------------------------------------------------------------------- unwrapping
 def _unwrap(obj: Any, source: str) -> StateDict:
     """The tensor state dict inside a file: ``{'model'|'state_dict': sd}`` nesting and the
     DataParallel ``module.`` prefix removed."""
-    while isinstance(obj, Mapping) and not _is_state_dict(obj):
+    while isinstance(obj, Mapping) and not is_state_dict(obj):
         inner = next((obj[k] for k in ("model", "state_dict") if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
             break
         obj = inner
-    if not isinstance(obj, Mapping) or not _is_state_dict(obj):
+    if not is_state_dict(obj):
         kind = type(obj).__name__ if not isinstance(obj, Mapping) else f"dict with keys {sorted(map(str, obj))[:8]}"
         raise CheckpointError(None, f"expected a {source!r} state dict of tensors, got a {kind}")
-    sd = {str(k): v for k, v in obj.items()}
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
-
-
-def _is_state_dict(obj: Mapping) -> bool:
-    return len(obj) > 0 and all(isinstance(v, Tensor) for v in obj.values())
-
-
-def _require(sd: Mapping[str, Tensor], keys: Sequence[str], source: str, hint: str = "") -> None:
-    missing = [k for k in keys if k not in sd]
-    if missing:
-        raise CheckpointError(None, f"does not look like a {source!r} checkpoint: missing keys {missing}{hint}")
-
-
-def _block_indices(sd: Mapping[str, Tensor], prefix: str, source: str) -> int:
-    """Number of blocks ``prefix{i}.`` (checked contiguous from 0)."""
-    found = {int(m.group(1)) for k in sd for m in [re.match(re.escape(prefix) + r"(\d+)\.", k)] if m}
-    if not found:
-        raise CheckpointError(None, f"does not look like a {source!r} checkpoint: no {prefix}N.* keys")
-    depth = max(found) + 1
-    gaps = sorted(set(range(depth)) - found)
-    if gaps:
-        raise CheckpointError(None, f"is missing transformer blocks {[f'{prefix}{i}.*' for i in gaps]}")
-    return depth
+    return strip_prefix({str(k): v for k, v in obj.items()}, "module.")
 
 
 def _require_blocks(sd: Mapping[str, Tensor], prefix: str, depth: int, parts: Sequence[str], source: str) -> None:
     """Name, in the file's own terms, every block tensor a release of this layout has and this
     file lacks (the native load would only name our renamed keys)."""
-    _require(sd, [f"{prefix}{i}.{part}" for i in range(depth) for part in parts], source)
+    require_keys(sd, [f"{prefix}{i}.{part}" for i in range(depth) for part in parts], f"{source} checkpoint")
 
 
-def _default_heads(embed_dim: int, num_heads: Optional[int], source: str) -> int:
+def _heads(embed_dim: int, num_heads: Optional[int], source: str, assumed: List[str]) -> int:
+    """``num_heads``, or the upstream count for the width (not stored in any AST/SSAST file),
+    which is then listed in ``assumed``."""
     if num_heads is not None:
         return int(num_heads)
-    heads = max(1, embed_dim // 64)
-    logger.info("%s: number of heads not stored; using the DeiT/ViT default embed_dim // 64 = %d", source, heads)
+    heads = default_heads(embed_dim)
+    assumed.append(f"num_heads={heads} (upstream DeiT/ViT for width {embed_dim})")
+    logger.info("%s: number of heads not stored; using the DeiT/ViT default %d for width %d", source, heads, embed_dim)
     return heads
 
 
@@ -209,9 +170,9 @@ def _deit_sizes(sd: Mapping[str, Tensor], prefix: str, source: str) -> Dict[str,
     """Width, depth, MLP ratio, qkv bias and (f, t) kernel of a timm DeiT under ``prefix``."""
     keys = [f"{prefix}{k}" for k in ("cls_token", "dist_token", "pos_embed", "patch_embed.proj.weight",
                                       "patch_embed.proj.bias", "norm.weight", "norm.bias")]
-    _require(sd, keys, source)
+    require_keys(sd, keys, f"{source} checkpoint")
     D = sd[f"{prefix}cls_token"].shape[-1]
-    depth = _block_indices(sd, f"{prefix}blocks.", source)
+    depth = block_count(sd, f"{prefix}blocks.", f"{source} checkpoint")
     qkv_bias = f"{prefix}blocks.0.attn.qkv.bias" in sd
     _require_blocks(sd, f"{prefix}blocks.", depth, _timm_block_parts(qkv_bias), source)
     w = sd[f"{prefix}patch_embed.proj.weight"]
@@ -284,7 +245,7 @@ def _head_meta(sd: Mapping[str, Tensor], prefix: str, head_kind: str, eps: float
     if head_kind not in HEAD_KINDS:
         raise ValueError(f"head_kind must be one of {HEAD_KINDS}, got {head_kind!r}")
     names = {"fc_norm.weight": "0.weight", "fc_norm.bias": "0.bias", "head.weight": "1.weight", "head.bias": "1.bias"}
-    _require(sd, [prefix + v for v in names.values()], source)
+    require_keys(sd, [prefix + v for v in names.values()], f"{source} checkpoint")
     head = {k: sd[prefix + v] for k, v in names.items()}
     return {"head": head, "head_kind": head_kind, "head_norm_eps": eps,
             "num_classes": int(head["head.weight"].shape[0])}
@@ -298,7 +259,7 @@ def _front_end(num_classes: Optional[int] = None) -> Tuple[Dict[str, Any], Dict[
 
 # --------------------------------------------------------------------------------- SSAST / AST
 def _plan_finetuned(sd: StateDict, source: str, head_kind: str, num_heads: Optional[int],
-                    stride: Optional[IntPair], target_length: Optional[int]) -> ConversionPlan:
+                    stride: Optional[IntPair], target_length: Optional[int]) -> ImportPlan:
     sizes = _deit_sizes(sd, "v.", source)
     n_tokens = sd["v.pos_embed"].shape[1] - 2
     stride_ft, grid_tf = _finetuned_grid(n_tokens, sizes["kernel_ft"], stride, N_MELS, source)
@@ -309,17 +270,17 @@ def _plan_finetuned(sd: StateDict, source: str, head_kind: str, num_heads: Optio
         columns = _conv_out(target_length, tshape, stride_ft[1])
         raise CheckpointError(None, f"target_length {target_length} gives {columns} token columns, "
                                     f"the checkpoint has {grid_tf[0]}")
-    heads = _default_heads(sizes["embed_dim"], num_heads, source)
+    assumed: List[str] = []
+    heads = _heads(sizes["embed_dim"], num_heads, source, assumed)
     config = _ssast_encoder_config(sizes, heads, stride_ft, grid_tf, N_MELS)
     state = _deit_encoder_state(sd, "v.", grid_tf[1], grid_tf[0])
     _reject_leftovers(sd, ("v.", "mlp_head."), source)
     meta = _head_meta(sd, "mlp_head.", head_kind, 1e-5, source)  # nn.LayerNorm's default eps in mlp_head
     fbank, norm, stats = _front_end(meta["num_classes"])
-    assumed = [f"{stats} normaliser (upstream recipe for {meta['num_classes']} classes)"]
-    assumed += [] if num_heads is not None else [f"num_heads = embed_dim // 64 = {heads}"]
+    assumed.insert(0, f"{stats} normaliser (upstream recipe for {meta['num_classes']} classes)")
     assumed += [] if stride is not None else [f"stride (time, freq) = {(stride_ft[1], stride_ft[0])} from the table"]
     meta.update(source=source, assumed=assumed)
-    return ConversionPlan("encoder", config, state, fbank, norm, int(target_length), meta)
+    return ImportPlan("encoder", config, state, meta, fbank, norm, int(target_length))
 
 
 def _reject_leftovers(sd: Mapping[str, Tensor], prefixes: Sequence[str], source: str,
@@ -330,36 +291,36 @@ def _reject_leftovers(sd: Mapping[str, Tensor], prefixes: Sequence[str], source:
 
 
 def plan_ssast(obj: Any, *, num_heads: Optional[int] = None, stride: Optional[IntPair] = None,
-               target_length: Optional[int] = None, head_kind: str = "mean_ln_linear") -> ConversionPlan:
+               target_length: Optional[int] = None, head_kind: str = "mean_ln_linear") -> ImportPlan:
     """Plan an SSAST import (see :func:`convert_ssast`)."""
     sd = _unwrap(obj, "ssast")
     if "mlp_head.0.weight" in sd:
         return _plan_finetuned(sd, "ssast", head_kind, num_heads, stride, target_length)
-    _require(sd, ["p_input_fdim", "p_input_tdim"], "ssast",
-             " (the pretraining input size SSAST stores; a fine-tuned file has mlp_head.* instead)")
+    require_keys(sd, ["p_input_fdim", "p_input_tdim"], "ssast checkpoint",
+                 " (the pretraining input size SSAST stores; a fine-tuned file has mlp_head.* instead)")
     sizes = _deit_sizes(sd, "v.", "ssast")
     fdim, tdim = int(sd["p_input_fdim"].item()), int(sd["p_input_tdim"].item())
     fshape, tshape = sizes["kernel_ft"]
     grid_tf = (tdim // tshape, fdim // fshape)  # pretraining never overlaps: stride == kernel
-    heads = _default_heads(sizes["embed_dim"], num_heads, "ssast")
+    assumed: List[str] = []
+    heads = _heads(sizes["embed_dim"], num_heads, "ssast", assumed)
     encoder = _ssast_encoder_config(sizes, heads, (fshape, tshape), grid_tf, fdim)
     state = {f"encoder.{k}": v for k, v in _deit_encoder_state(sd, "v.", grid_tf[1], grid_tf[0]).items()}
     pred_keys = [f"{h}.{i}.{p}" for h in ("cpredlayer", "gpredlayer") for i in (0, 2) for p in ("weight", "bias")]
     objective = ["mask_embed", *pred_keys]
     fbank, norm, _ = _front_end()
-    meta: Dict[str, Any] = {"source": "ssast", "upstream_grid_freq_time": [grid_tf[1], grid_tf[0]],
-                            "assumed": [] if num_heads is not None else [f"num_heads = embed_dim // 64 = {heads}"]}
+    meta: Dict[str, Any] = {"source": "ssast", "upstream_grid_freq_time": [grid_tf[1], grid_tf[0]], "assumed": assumed}
     _reject_leftovers(sd, ("v.",), "ssast", allowed=["p_input_fdim", "p_input_tdim", *objective])
     if not any(k in sd for k in objective):
         logger.info("ssast: no pretraining heads in the file; importing the encoder alone")
-        return ConversionPlan("encoder", encoder, {k[len("encoder."):]: v for k, v in state.items()}, fbank, norm,
-                              grid_tf[0] * tshape, meta)
-    _require(sd, objective, "ssast")
+        return ImportPlan("encoder", encoder, {k[len("encoder."):]: v for k, v in state.items()}, meta, fbank, norm,
+                          grid_tf[0] * tshape)
+    require_keys(sd, objective, "ssast checkpoint")
     state.update({k: sd[k] for k in objective})
     n_tokens = grid_tf[0] * grid_tf[1]
     # 400 of 512 in every release; other grids keep the ratio.
     config = SSASTConfig(encoder=encoder, num_masked=min(n_tokens, max(1, n_tokens * 400 // 512)))
-    return ConversionPlan("ssast", config, state, fbank, norm, grid_tf[0] * tshape, meta)
+    return ImportPlan("ssast", config, state, meta, fbank, norm, grid_tf[0] * tshape)
 
 
 def convert_ssast(obj: Any, *, hf_config: Optional[Mapping[str, Any]] = None, num_heads: Optional[int] = None,
@@ -371,20 +332,20 @@ def convert_ssast(obj: Any, *, hf_config: Optional[Mapping[str, Any]] = None, nu
     AudioSet stats); fine-tuned ones (``mlp_head``) a bare ``encoder`` with the head in ``meta``,
     ``head_kind`` ``"mean_ln_linear"`` for SSAST's default ``ft_avgtok`` or
     ``"cls_dist_mean_ln_linear"`` for ``ft_cls`` (the file does not say which). ``num_heads``
-    defaults to ``embed_dim // 64`` (the DeiT sizes SSAST uses); ``stride``/``target_length``
-    (time first) matter only for fine-tuned files, which store neither (see
-    :func:`_finetuned_grid`). ``hf_config`` is unused."""
+    defaults to the DeiT/ViT count for the width (:func:`~audiossl.convert.common.default_heads`);
+    ``stride``/``target_length`` (time first) matter only for fine-tuned files, which store
+    neither (see :func:`_finetuned_grid`). ``hf_config`` is unused."""
     return plan_ssast(obj, num_heads=num_heads, stride=stride, target_length=target_length,
                       head_kind=head_kind).payload()
 
 
 def plan_ast(obj: Any, *, num_heads: Optional[int] = None, stride: Optional[IntPair] = None,
-             target_length: Optional[int] = None) -> ConversionPlan:
+             target_length: Optional[int] = None) -> ImportPlan:
     """Plan an AST import (see :func:`convert_ast`)."""
     sd = _unwrap(obj, "ast")
     if "mlp_head.0.weight" not in sd and "p_input_tdim" in sd:
         raise CheckpointError(None, "is an SSAST pretraining checkpoint (p_input_tdim, no mlp_head); use --from ssast")
-    _require(sd, ["mlp_head.0.weight", "mlp_head.1.weight"], "ast")
+    require_keys(sd, ["mlp_head.0.weight", "mlp_head.1.weight"], "ast checkpoint")
     return _plan_finetuned(sd, "ast", "cls_dist_mean_ln_linear", num_heads, stride, target_length)
 
 
@@ -433,10 +394,6 @@ def _hf_hub_names(sd: Mapping[str, Tensor]) -> StateDict:
     return out
 
 
-def _cfg(config: Optional[Mapping[str, Any]], name: str, default: Any) -> Any:
-    return config.get(name, default) if config is not None else default
-
-
 def _hf_encoder_config(sd: Mapping[str, Tensor], hf_config: Optional[Mapping[str, Any]], depth: int,
                        num_heads: Optional[int], assumed: List[str]) -> Tuple[EncoderConfig, int]:
     """Our encoder config and ``max_length`` from ``config.json`` (ASTConfig's defaults for what
@@ -445,15 +402,15 @@ def _hf_encoder_config(sd: Mapping[str, Tensor], hf_config: Optional[Mapping[str
     if w.shape[2] != w.shape[3]:
         raise CheckpointError(None, f"patch_embeddings.projection.weight {tuple(w.shape)} is not a square HF AST patch")
     p, D = int(w.shape[2]), int(w.shape[0])
-    act = _cfg(hf_config, "hidden_act", "gelu")
+    act = config_value(hf_config, "hidden_act", "gelu")
     if act != "gelu":
         raise CheckpointError(None, f"uses hidden_act={act!r}; only the exact 'gelu' of released AST models "
                                     "is supported")
-    n_mels = int(_cfg(hf_config, "num_mel_bins", N_MELS))
+    n_mels = int(config_value(hf_config, "num_mel_bins", N_MELS))
     n_tokens = sd["embeddings.position_embeddings"].shape[1] - 2
     if hf_config is not None:
-        fs, ts = int(_cfg(hf_config, "frequency_stride", 10)), int(_cfg(hf_config, "time_stride", 10))
-        max_length = int(_cfg(hf_config, "max_length", 1024))
+        fs, ts = int(config_value(hf_config, "frequency_stride", 10)), int(config_value(hf_config, "time_stride", 10))
+        max_length = int(config_value(hf_config, "max_length", 1024))
         grid_tf = (_conv_out(max_length, p, ts), _conv_out(n_mels, p, fs))
         if grid_tf[0] * grid_tf[1] != n_tokens:
             raise CheckpointError(None, f"config.json gives a {grid_tf[1]}x{grid_tf[0]} grid but position_embeddings "
@@ -462,18 +419,17 @@ def _hf_encoder_config(sd: Mapping[str, Tensor], hf_config: Optional[Mapping[str
         (fs, ts), grid_tf = _finetuned_grid(n_tokens, (p, p), None, n_mels, "ast_hf")
         max_length = _infer_target_length(grid_tf[0], p, ts)
         assumed += [f"no config.json: stride (time, freq) = {(ts, fs)}, max_length {max_length}, layer_norm_eps 1e-12"]
-    heads = _cfg(hf_config, "num_attention_heads", None)
+    heads = config_value(hf_config, "num_attention_heads")
     if heads is None:
-        heads = _default_heads(D, num_heads, "ast_hf")
-        assumed += [] if num_heads is not None else [f"num_heads = embed_dim // 64 = {heads}"]
-    hidden_drop = float(_cfg(hf_config, "hidden_dropout_prob", 0.0))
+        heads = _heads(D, num_heads, "ast_hf", assumed)
+    hidden_drop = float(config_value(hf_config, "hidden_dropout_prob", 0.0))
     config = family_config(
         "ssast", embed_dim=D, depth=depth, num_heads=int(heads),
         mlp_ratio=sd["encoder.layer.0.intermediate.dense.weight"].shape[0] / D,
         qkv_bias="encoder.layer.0.attention.attention.query.bias" in sd, patch_size=(p, p),
         patch_stride=None if (ts, fs) == (p, p) else (ts, fs), n_mels=n_mels, pos_grid=grid_tf,
-        norm_eps=float(_cfg(hf_config, "layer_norm_eps", 1e-12)), drop=hidden_drop, input_drop=hidden_drop,
-        attn_drop=float(_cfg(hf_config, "attention_probs_dropout_prob", 0.0)), act_drop=0.0,
+        norm_eps=float(config_value(hf_config, "layer_norm_eps", 1e-12)), drop=hidden_drop, input_drop=hidden_drop,
+        attn_drop=float(config_value(hf_config, "attention_probs_dropout_prob", 0.0)), act_drop=0.0,
     )
     return config, max_length
 
@@ -503,14 +459,15 @@ def _hf_encoder_state(sd: Mapping[str, Tensor], config: EncoderConfig) -> Tuple[
 
 
 def plan_ast_hf(obj: Any, *, hf_config: Optional[Mapping[str, Any]] = None, num_heads: Optional[int] = None,
-                hf_preprocessor: Optional[Mapping[str, Any]] = None) -> ConversionPlan:
+                hf_preprocessor: Optional[Mapping[str, Any]] = None) -> ImportPlan:
     """Plan a Hugging Face AST import (see :func:`convert_ast_hf`)."""
     sd = _hf_hub_names(_unwrap(obj, "ast_hf"))
-    _require(sd, [f"embeddings.{k}" for k in ("cls_token", "distillation_token", "position_embeddings",
-                                              "patch_embeddings.projection.weight", "patch_embeddings.projection.bias")]
-             + ["layernorm.weight", "layernorm.bias"], "ast_hf")
-    depth = _block_indices(sd, "encoder.layer.", "ast_hf")
-    if hf_config is not None and int(_cfg(hf_config, "num_hidden_layers", depth)) != depth:
+    require_keys(sd, [f"embeddings.{k}" for k in ("cls_token", "distillation_token", "position_embeddings",
+                                                  "patch_embeddings.projection.weight",
+                                                  "patch_embeddings.projection.bias")]
+                 + ["layernorm.weight", "layernorm.bias"], "ast_hf checkpoint")
+    depth = block_count(sd, "encoder.layer.", "ast_hf checkpoint")
+    if hf_config is not None and int(config_value(hf_config, "num_hidden_layers", depth)) != depth:
         raise CheckpointError(None, f"has {depth} layers but config.json says num_hidden_layers="
                                     f"{hf_config['num_hidden_layers']}")
     qkv_bias = "encoder.layer.0.attention.attention.query.bias" in sd
@@ -525,12 +482,12 @@ def plan_ast_hf(obj: Any, *, hf_config: Optional[Mapping[str, Any]] = None, num_
     if "classifier.dense.weight" in sd:
         head = {"fc_norm.weight": "classifier.layernorm.weight", "fc_norm.bias": "classifier.layernorm.bias",
                 "head.weight": "classifier.dense.weight", "head.bias": "classifier.dense.bias"}
-        _require(sd, list(head.values()), "ast_hf")
+        require_keys(sd, list(head.values()), "ast_hf checkpoint")
         used.update(head.values())
         n_classes = int(sd["classifier.dense.weight"].shape[0])
         meta.update(head={k: sd[v] for k, v in head.items()}, head_kind="cls_dist_mean_ln_linear",
                     head_norm_eps=config.norm_eps, num_classes=n_classes)
-        labels = _cfg(hf_config, "id2label", None)
+        labels = config_value(hf_config, "id2label")
         if labels and len(labels) == n_classes:
             meta["labels"] = [str(labels.get(str(i), labels.get(i, i))) for i in range(n_classes)]
     # Keys nothing above consumed stay under their Hub names, so the strict load names them.
@@ -545,7 +502,7 @@ def plan_ast_hf(obj: Any, *, hf_config: Optional[Mapping[str, Any]] = None, num_
         norm = Normalizer(float(hf_preprocessor["mean"]), float(hf_preprocessor["std"])).to_dict()
     else:
         assumed.append(f"{stats} normaliser (no preprocessor_config.json; upstream recipe for the class count)")
-    return ConversionPlan("encoder", config, state, fbank, norm, max_length, meta)
+    return ImportPlan("encoder", config, state, meta, fbank, norm, max_length)
 
 
 def convert_ast_hf(obj: Any, *, hf_config: Optional[Mapping[str, Any]] = None, num_heads: Optional[int] = None,

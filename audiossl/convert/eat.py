@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from audiossl.convert.common import config_value, default_heads, strip_prefix
 from audiossl.features import FbankConfig
 from audiossl.models.eat import EAT, EATConfig, eat_config
 from audiossl.models.encoder import Encoder, EncoderConfig, family_config
@@ -87,25 +88,6 @@ _HEAD_KEYS = ("fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias")
 
 
 # ------------------------------------------------------------------------------ config bags
-def _cfg(root: Any, path: str, default: Any = None) -> Any:
-    """``root.a.b`` from fairseq's stored cfg, which is a plain dict, an OmegaConf-like object or
-    an attribute bag from stubbed classes. Unresolved interpolations (``"${optimization.max_update}"``,
-    as ``OmegaConf.to_container`` leaves them) are looked up from ``root``."""
-    node = root
-    for name in path.split("."):
-        if node is None:
-            return default
-        if isinstance(node, Mapping):
-            node = node.get(name)
-        else:
-            node = getattr(node, name, None)
-    if isinstance(node, str):
-        ref = re.fullmatch(r"\$\{([\w.]+)\}", node)
-        if ref:
-            return _cfg(root, ref.group(1), default)
-    return default if node is None else node
-
-
 def _enum_name(value: Any) -> str:
     """``PredictionMode.CLS_TOKEN`` stored as an enum, a stub object or a string → ``"CLS_TOKEN"``."""
     name = getattr(value, "name", None)
@@ -122,10 +104,7 @@ def _unwrap(obj: Any) -> Tuple[Dict[str, Any], Any]:
     if isinstance(obj.get("model"), Mapping):
         cfg = obj.get("cfg") if obj.get("cfg") is not None else obj.get("args")
         obj = obj["model"]
-    sd = dict(obj)
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd, cfg
+    return strip_prefix(obj, "module."), cfg
 
 
 def _rename(sd: Mapping[str, Any], prefix: str, rules: Rules) -> Dict[str, Any]:
@@ -173,7 +152,8 @@ def _load(model: nn.Module, sd: Dict[str, Tensor], upstream: Callable[[str], str
 def _encoder_config(sd: Mapping[str, Tensor], *, num_heads: Optional[int], norm_eps: float, n_mels: int,
                     upstream: Callable[[str], str]) -> Tuple[EncoderConfig, List[str]]:
     """The encoder the (native-named) weights describe, and what had to be assumed: heads cannot
-    be read off the weights, so ``num_heads`` None means ViT's D // 64 (EAT-base 12, -large 16)."""
+    be read off the weights, so ``num_heads`` None means the ViT count for the width (EAT-base 12,
+    -large 16)."""
     conv = sd.get("patch_embed.proj.weight")
     if not isinstance(conv, Tensor):
         raise CheckpointError(None, f"not an EAT checkpoint: missing key {upstream('patch_embed.proj.weight')!r}")
@@ -189,7 +169,7 @@ def _encoder_config(sd: Mapping[str, Tensor], *, num_heads: Optional[int], norm_
     mlp_ratio = fc1.shape[0] / D if isinstance(fc1, Tensor) else 4.0
     inferred = []
     if num_heads is None:
-        num_heads = max(1, D // 64)
+        num_heads = default_heads(D)
         inferred.append(f"num_heads={num_heads} (ViT default for width {D}; the checkpoint stores none)")
         logger.warning("EAT checkpoint stores no head count; using ViT's default %d heads for width %d", num_heads, D)
     cfg = family_config(
@@ -256,10 +236,10 @@ def _objective_problems(cfg: Any) -> List[str]:
     }
     problems = []
     for path, want in expected.items():
-        got = _cfg(cfg, path, want)
+        got = config_value(cfg, path, want)
         if got != want:
             problems.append(f"{path.split('.', 1)[1]}={got!r}")
-    if _cfg(cfg, "model.shared_decoder") is not None:
+    if config_value(cfg, "model.shared_decoder") is not None:
         problems.append("shared_decoder is set")
     return problems
 
@@ -275,26 +255,26 @@ def _eat_config(enc: EncoderConfig, decoder: Mapping[str, Tensor], cfg: Any) -> 
     preset = eat_config("eat_large" if D == 1024 else "eat_base")
     m = "model."
     img = "model.modalities.image."
-    top_k = int(_cfg(cfg, m + "average_top_k_layers", enc.depth))
+    top_k = int(config_value(cfg, m + "average_top_k_layers", enc.depth))
     return EATConfig(
         encoder=enc, decoder_dim=first.shape[0], decoder_depth=depth, decoder_kernel=first.shape[-1],
         decoder_groups=D // first.shape[1],
-        decoder_noise_std=float(_cfg(cfg, img + "mask_noise_std", preset.decoder_noise_std)),
-        clone_batch=int(_cfg(cfg, m + "clone_batch", preset.clone_batch)),
-        mask_prob=float(_cfg(cfg, img + "mask_prob", preset.mask_prob)),
-        mask_prob_adjust=float(_cfg(cfg, img + "mask_prob_adjust", preset.mask_prob_adjust)),
-        mask_length=int(_cfg(cfg, img + "mask_length", preset.mask_length)),
+        decoder_noise_std=float(config_value(cfg, img + "mask_noise_std", preset.decoder_noise_std)),
+        clone_batch=int(config_value(cfg, m + "clone_batch", preset.clone_batch)),
+        mask_prob=float(config_value(cfg, img + "mask_prob", preset.mask_prob)),
+        mask_prob_adjust=float(config_value(cfg, img + "mask_prob_adjust", preset.mask_prob_adjust)),
+        mask_length=int(config_value(cfg, img + "mask_length", preset.mask_length)),
         average_top_k_layers=min(top_k, enc.depth),
-        cls_loss=float(_cfg(cfg, m + "cls_loss", preset.cls_loss)),
-        ema_decay=float(_cfg(cfg, m + "ema_decay", preset.ema_decay)),
-        ema_end_decay=float(_cfg(cfg, m + "ema_end_decay", preset.ema_end_decay)),
-        ema_anneal_end_step=int(_cfg(cfg, m + "ema_anneal_end_step", preset.ema_anneal_end_step)),
+        cls_loss=float(config_value(cfg, m + "cls_loss", preset.cls_loss)),
+        ema_decay=float(config_value(cfg, m + "ema_decay", preset.ema_decay)),
+        ema_end_decay=float(config_value(cfg, m + "ema_end_decay", preset.ema_end_decay)),
+        ema_anneal_end_step=int(config_value(cfg, m + "ema_anneal_end_step", preset.ema_anneal_end_step)),
     )
 
 
 def _fairseq_normalizer(cfg: Any) -> str:
     for path, name in (("esc50_eval", "esc50"), ("spcv2_eval", "speechcommands")):
-        if _cfg(cfg, "task." + path, False) or _cfg(cfg, "model." + path, False):
+        if config_value(cfg, "task." + path, False) or config_value(cfg, "model." + path, False):
             return name
     return "audioset"
 
@@ -329,7 +309,8 @@ def _fairseq_layout(sd: Mapping[str, Any], cfg: Any) -> Tuple[str, str, Any]:
     """``(key prefix, description, cfg holding the architecture)`` of a fairseq EAT state dict."""
     if any(k.startswith("model." + _IMG) for k in sd):
         # A fine-tuned file embeds the whole pretraining cfg, so it rebuilds without the pretrained file.
-        return "model.", "fairseq mae_image_classification (fine-tuned)", _cfg(cfg, "model.pretrained_model_args")
+        arch = config_value(cfg, "model.pretrained_model_args")
+        return "model.", "fairseq mae_image_classification (fine-tuned)", arch
     if any(k.startswith(_IMG) for k in sd):
         return "", "fairseq data2vec_multi (pretraining)", cfg
     if any(k.startswith(("model.local_encoder.", "local_encoder.")) for k in sd):
@@ -370,9 +351,9 @@ def convert_eat(obj: Any, *, hf_config: Optional[Mapping[str, Any]] = None) -> D
     ``meta["head"]``."""
     sd, cfg = _unwrap(obj)
     prefix, layout, arch = _fairseq_layout(sd, cfg)
-    if _cfg(arch, "model.layer_norm_first", False):
+    if config_value(arch, "model.layer_norm_first", False):
         raise CheckpointError(None, "layer_norm_first=True is data2vec's pre-LN image model, not EAT's post-LN encoder")
-    if _cfg(arch, "model.modalities.image.prenet_depth", 0):
+    if config_value(arch, "model.modalities.image.prenet_depth", 0):
         raise CheckpointError(None, "modality prenet blocks (prenet_depth > 0) are not part of EAT")
 
     ema = sd.pop(prefix + "_ema", None)
@@ -385,8 +366,8 @@ def convert_eat(obj: Any, *, hf_config: Optional[Mapping[str, Any]] = None) -> D
     upstream = _fairseq_upstream_names(prefix)
 
     # A fine-tuning run may override the pretrained norm_eps (MaeImageClassificationConfig.norm_eps).
-    norm_eps = _cfg(cfg, "model.norm_eps", _cfg(arch, "model.norm_eps", 1e-6))
-    enc, inferred = _encoder_config(student, num_heads=_cfg(arch, "model.num_heads"), norm_eps=norm_eps,
+    norm_eps = config_value(cfg, "model.norm_eps", config_value(arch, "model.norm_eps", 1e-6))
+    enc, inferred = _encoder_config(student, num_heads=config_value(arch, "model.num_heads"), norm_eps=norm_eps,
                                     n_mels=_FAIRSEQ_MELS, upstream=upstream)
     meta: Dict[str, Any] = {"source": "eat", "upstream": layout,
                             "pos_table": _check_pos_table(table, enc, prefix + _FAIRSEQ_POS)}
@@ -394,13 +375,13 @@ def convert_eat(obj: Any, *, hf_config: Optional[Mapping[str, Any]] = None) -> D
     student["pos_table"] = table
     if inferred:
         meta["inferred"] = inferred
-    target_length = int(_cfg(cfg, "task.target_length", _cfg(cfg, "model.target_length", 1024)))
+    target_length = int(config_value(cfg, "task.target_length", config_value(cfg, "model.target_length", 1024)))
     front = _front_end(target_length, _fairseq_normalizer(cfg))
 
     if prefix == "model.":  # fine-tuned: the student and its classifier
         if "head.weight" not in head:
             raise CheckpointError(None, "fine-tuned EAT checkpoint without 'head.weight'")
-        pooling = _enum_name(_cfg(cfg, "model.prediction_mode", "CLS_TOKEN"))
+        pooling = _enum_name(config_value(cfg, "model.prediction_mode", "CLS_TOKEN"))
         meta.update(head=head, head_kind=_head_kind(head, pooling), head_norm_eps=1e-6,
                     num_classes=int(head["head.weight"].shape[0]))
         return _encoder_payload(enc, student, upstream, meta, front)
@@ -437,9 +418,7 @@ def convert_eat_hf(obj: Any, *, hf_config: Optional[Mapping[str, Any]] = None) -
     """A Hugging Face EAT folder's weights (``worstchan/EAT-*``, remote code ``EATModel``) as an
     ``encoder`` payload; the fine-tuned variant's ``fc_norm`` + ``head`` go to ``meta["head"]``.
     No teacher or decoder exists in this layout, so it cannot continue pretraining."""
-    sd, _ = _unwrap(obj)
-    if sd and all(k.startswith("model.") for k in sd):
-        sd = {k[len("model."):]: v for k, v in sd.items()}
+    sd = strip_prefix(_unwrap(obj)[0], "model.")
     if any(k.startswith(_IMG) for k in sd):
         raise CheckpointError(None, "this is the fairseq EAT layout (modality_encoders.IMAGE.*): "
                                     "convert it with --from eat")

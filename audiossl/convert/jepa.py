@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from torch import Tensor
 
-from audiossl.convert.mae import (
+from audiossl.convert.common import (
     IMAGENET_PIXEL_NORM,
     ImportPlan,
     block_count,
@@ -83,11 +83,12 @@ def plan_ijepa(parts: Mapping[str, Mapping[str, Tensor]], *, num_heads: Optional
     pred_ratio = pred["predictor_blocks.0.mlp.fc1.weight"].shape[0] / pred_dim
     try:
         enc_cfg = family_config(
-            "ijepa", embed_dim=dim, depth=block_count(enc, "blocks."), num_heads=num_heads, mlp_ratio=mlp_ratio,
-            qkv_bias="blocks.0.attn.qkv.bias" in enc, patch_size=(ph, pw), in_chans=in_chans, n_mels=side * pw,
-            pos_grid=(side, side),
+            "ijepa", embed_dim=dim, depth=block_count(enc, "blocks.", "I-JEPA encoder"), num_heads=num_heads,
+            mlp_ratio=mlp_ratio, qkv_bias="blocks.0.attn.qkv.bias" in enc, patch_size=(ph, pw), in_chans=in_chans,
+            n_mels=side * pw, pos_grid=(side, side),
         )
-        cfg = JEPAConfig(encoder=enc_cfg, pred_dim=pred_dim, pred_depth=block_count(pred, "predictor_blocks."),
+        pred_depth = block_count(pred, "predictor_blocks.", "I-JEPA predictor")
+        cfg = JEPAConfig(encoder=enc_cfg, pred_dim=pred_dim, pred_depth=pred_depth,
                          pred_mlp_ratio=pred_ratio, masker="image")
     except ValueError as e:
         raise CheckpointError(None, f"the inferred I-JEPA model is not valid: {e}") from e

@@ -38,24 +38,28 @@ from __future__ import annotations
 
 import logging
 import math
-import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from audiossl.convert.common import (
+    IMAGENET_PIXEL_NORM,
+    ImportPlan,
+    block_count,
+    config_value,
+    default_heads,
+    require_keys,
+    sincos_layout,
+    tensor_dict,
+)
 from audiossl.features import FbankConfig, Normalizer
 from audiossl.models.encoder import EncoderConfig, family_config
 from audiossl.models.mae import MAEConfig
-from audiossl.models.registry import model_from_config
-from audiossl.nn.pos_embed import sincos_2d
 from audiossl.tokenizers import grid_shape
-from audiossl.train.checkpoint import CheckpointError, load_state_dict, native_payload
+from audiossl.train.checkpoint import CheckpointError
 
 __all__ = [
     "CONVERTERS",
-    "ImportPlan",
     "convert_audiomae",
     "convert_mae",
     "plan_mae",
@@ -63,8 +67,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Upstream head counts by width (timm/MAE/I-JEPA ViT-Ti, S, B, L, H, g); H and g break D // 64.
-VIT_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}
 # Every released MAE/AudioMAE decoder (512 wide) uses 16 heads.
 MAE_DECODER_HEADS = 16
 # AudioMAE's dataset switch (main_*.py): which normalisation stats and input length it implies.
@@ -81,101 +83,9 @@ AUDIOMAE_CUSTOM_STRIDE = (10, 10)
 # model, which audiossl's MAE cannot build); odd blocks shifted by 2 time rows unless --no_shift.
 AUDIOMAE_WINDOW = (4, 4)
 AUDIOMAE_SHIFT = (2, 0)
-# ImageNet pixel statistics both image repositories normalise with.
-IMAGENET_PIXEL_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-# A stored sin-cos table equals ours up to float32 rounding of upstream's numpy float64 table.
-SINCOS_ATOL = 1e-5
 
 
-# ------------------------------------------------------------------------------ shared helpers
-def upstream_arg(args: Any, name: str, default: Any = None) -> Any:
-    """A field of upstream's stored ``args`` (an ``argparse.Namespace``, a dict, or absent)."""
-    if args is None:
-        return default
-    if isinstance(args, Mapping):
-        return args.get(name, default)
-    return getattr(args, name, default)
-
-
-def default_heads(embed_dim: int) -> int:
-    return VIT_HEADS.get(embed_dim, max(1, embed_dim // 64))
-
-
-def tensor_dict(obj: Any, what: str) -> Dict[str, Tensor]:
-    """``obj`` as a flat name → tensor dict, DDP's ``module.`` prefix removed."""
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(None, f"{what} is a {type(obj).__name__}, not a state dict")
-    bad = sorted(k for k, v in obj.items() if not isinstance(v, Tensor))
-    if bad:
-        raise CheckpointError(None, f"{what} holds non-tensor entries {bad[:8]}")
-    sd = dict(obj)
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module.") :]: v for k, v in sd.items()}
-    return sd
-
-
-def require_keys(sd: Mapping[str, Tensor], keys: Sequence[str], what: str) -> None:
-    missing = [k for k in keys if k not in sd]
-    if missing:
-        sample = sorted(sd)[:6]
-        raise CheckpointError(None, f"{what}: missing keys {missing} (the file has e.g. {sample})")
-
-
-def block_count(sd: Mapping[str, Tensor], prefix: str) -> int:
-    """Number of ``{prefix}N.`` blocks; a gap (a truncated file) names the missing block."""
-    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-    ids = {int(m.group(1)) for k in sd if (m := pattern.match(k))}
-    if not ids:
-        return 0
-    gaps = sorted(set(range(max(ids) + 1)) - ids)
-    if gaps:
-        raise CheckpointError(None, f"missing keys {[f'{prefix}{i}.*' for i in gaps]} (blocks are not contiguous)")
-    return max(ids) + 1
-
-
-def sincos_layout(table: Tensor, grid: Tuple[int, int], prefix_rows: int, prefer_swap: bool) -> Optional[bool]:
-    """Which fixed layout a stored ``(1, P + N, D)`` table is: ``sincos_swap_axes`` True/False,
-    or None when it is no sin-cos table (trained). ``prefer_swap`` decides square grids, where
-    both layouts give the same table. A half-precision file is compared at its own rounding."""
-    atol = max(SINCOS_ATOL, torch.finfo(table.dtype).eps) if table.is_floating_point() else SINCOS_ATOL
-    table = table.detach().float().reshape(-1, table.shape[-1])
-    dim = table.shape[-1]
-    if dim % 4 or table.shape[0] != prefix_rows + grid[0] * grid[1]:
-        return None
-    if prefix_rows and table[:prefix_rows].abs().max() > atol:
-        return None
-    body = table[prefix_rows:]
-    for swap in (prefer_swap, not prefer_swap):
-        hw = (grid[1], grid[0]) if swap else grid
-        if torch.allclose(body, sincos_2d(dim, hw), atol=atol, rtol=0):
-            return swap
-    return None
-
-
-@dataclass
-class ImportPlan:
-    """What a converter found: the model to build (``family`` + ``config``), its state dict in
-    our names, and what goes into the payload besides."""
-
-    family: str
-    config: Any
-    state_dict: Dict[str, Tensor]
-    meta: Dict[str, Any] = field(default_factory=dict)
-    fbank: Optional[Dict[str, Any]] = None
-    normalizer: Optional[Dict[str, float]] = None
-    target_length: Optional[int] = None
-
-    def build(self) -> nn.Module:
-        """The model with the weights loaded (mismatches raise :class:`CheckpointError`)."""
-        model = model_from_config(self.family, self.config.to_dict())
-        return load_state_dict(model, self.state_dict, what=f"{self.family} model")
-
-    def payload(self) -> Dict[str, Any]:
-        model = self.build()
-        return native_payload(model, family=self.family, fbank=self.fbank, normalizer=self.normalizer,
-                              target_length=self.target_length, meta=self.meta)
-
-
+# ------------------------------------------------------------------------------ MAE / AudioMAE
 def unwrap_model(obj: Any, source: str) -> Tuple[Dict[str, Tensor], Any, Dict[str, Any]]:
     """``{'model': sd, 'args', 'epoch', ...}`` (or a bare state dict) → (sd, args, meta)."""
     if not isinstance(obj, Mapping):
@@ -190,7 +100,6 @@ def unwrap_model(obj: Any, source: str) -> Tuple[Dict[str, Tensor], Any, Dict[st
     raise CheckpointError(None, f"no 'model' entry and no ViT weights; top-level keys {sorted(obj)[:8]}")
 
 
-# ------------------------------------------------------------------------------ MAE / AudioMAE
 _ENCODER_REQUIRED = ("cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
                      "blocks.0.attn.qkv.weight", "blocks.0.mlp.fc1.weight")
 _DECODER_REQUIRED = ("mask_token", "decoder_embed.weight", "decoder_pos_embed", "decoder_norm.weight",
@@ -200,7 +109,7 @@ _DECODER_REQUIRED = ("mask_token", "decoder_embed.weight", "decoder_pos_embed", 
 def _audio_grid(n_tokens: int, patch: Tuple[int, int], args: Any) -> Tuple[Tuple[int, int], Tuple[int, int]]:
     """(stride, grid) of an AudioMAE table with ``n_tokens`` patch rows on 128 mel bins."""
     per_row = {s: (AUDIOMAE_N_MELS - patch[1]) // s[1] + 1 for s in (patch, AUDIOMAE_CUSTOM_STRIDE)}
-    custom = upstream_arg(args, "use_custom_patch")
+    custom = config_value(args, "use_custom_patch")
     if custom is None:  # no args: the table length tells stride 16 (x8 rows) from stride 10 (x12)
         custom = n_tokens % per_row[patch] != 0 and n_tokens % per_row[AUDIOMAE_CUSTOM_STRIDE] == 0
     stride = AUDIOMAE_CUSTOM_STRIDE if custom else patch
@@ -213,7 +122,7 @@ def _audio_grid(n_tokens: int, patch: Tuple[int, int], args: Any) -> Tuple[Tuple
 
 def _audio_front_end(args: Any, patch: Tuple[int, int], stride: Tuple[int, int],
                      grid: Tuple[int, int]) -> Tuple[Dict[str, float], int, Dict[str, Any]]:
-    dataset = upstream_arg(args, "dataset")
+    dataset = config_value(args, "dataset")
     norm_name, length = AUDIOMAE_DATASETS.get(dataset, ("audioset", None))
     if length is None or grid_shape(length, AUDIOMAE_N_MELS, patch, stride)[0] != grid[0]:
         length = (grid[0] - 1) * stride[0] + patch[0]  # the shortest input with the stored grid
@@ -252,7 +161,7 @@ def plan_mae(sd: Mapping[str, Tensor], args: Any = None, *, audio: bool, num_hea
     swap = sincos_layout(sd["pos_embed"], grid, 1, prefer_swap=audio and stride == (ph, pw))
     final_norm = "norm.weight" in sd
     enc_kwargs: Dict[str, Any] = dict(
-        embed_dim=dim, depth=block_count(sd, "blocks."), num_heads=num_heads,
+        embed_dim=dim, depth=block_count(sd, "blocks.", f"{source} encoder"), num_heads=num_heads,
         mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / dim, qkv_bias="blocks.0.attn.qkv.bias" in sd,
         patch_size=(ph, pw), patch_stride=None if stride == (ph, pw) else stride, in_chans=in_chans,
         n_mels=n_mels, pos_grid=grid, final_norm=final_norm,
@@ -304,8 +213,8 @@ def plan_mae(sd: Mapping[str, Tensor], args: Any = None, *, audio: bool, num_hea
         plan.fbank = FbankConfig.preset("ast").to_dict()
         plan.normalizer, plan.target_length, extra = _audio_front_end(args, (ph, pw), stride, grid)
         plan.meta.update(extra)
-    if upstream_arg(args, "model") is not None:
-        plan.meta["upstream_model"] = str(upstream_arg(args, "model"))
+    if config_value(args, "model") is not None:
+        plan.meta["upstream_model"] = str(config_value(args, "model"))
     return plan
 
 
@@ -352,17 +261,17 @@ def _plan_decoder(sd: Mapping[str, Tensor], enc_cfg: EncoderConfig, args: Any, a
     default_ratio, default_norm_pix = (0.8, True) if audio else (0.75, False)
     local_kwargs: Dict[str, Any] = {}
     if local:
-        no_shift = upstream_arg(args, "no_shift")
+        no_shift = config_value(args, "no_shift")
         if no_shift is None:
             inferred.append(f"decoder_shift={AUDIOMAE_SHIFT} (upstream default: no --no_shift)")
         local_kwargs = dict(decoder_mode="local", decoder_window=AUDIOMAE_WINDOW,
                             decoder_shift=(0, 0) if no_shift else AUDIOMAE_SHIFT)
     try:
         cfg = MAEConfig(
-            encoder=enc_cfg, decoder_dim=dec_dim, decoder_depth=block_count(sd, "decoder_blocks."),
+            encoder=enc_cfg, decoder_dim=dec_dim, decoder_depth=block_count(sd, "decoder_blocks.", "MAE decoder"),
             decoder_heads=decoder_heads, decoder_mlp_ratio=sd["decoder_blocks.0.mlp.fc1.weight"].shape[0] / dec_dim,
-            mask_ratio=float(upstream_arg(args, "mask_ratio", default_ratio)),
-            norm_pix_loss=bool(upstream_arg(args, "norm_pix_loss", default_norm_pix)), **local_kwargs,
+            mask_ratio=float(config_value(args, "mask_ratio", default_ratio)),
+            norm_pix_loss=bool(config_value(args, "norm_pix_loss", default_norm_pix)), **local_kwargs,
         )
     except ValueError as e:
         raise CheckpointError(None, f"the inferred MAE objective is not valid: {e}") from e

@@ -28,13 +28,12 @@ shortest clip).
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from audiossl.convert.ast import ConversionPlan
+from audiossl.convert.common import ImportPlan, block_count, config_value, default_heads, is_state_dict, require_keys
 from audiossl.features import FbankConfig
 from audiossl.models.encoder import family_config
 from audiossl.models.maeast import MAEASTConfig
@@ -70,40 +69,21 @@ _UNUSED = ("encoder_mask_emb", "layer_norm.weight", "layer_norm.bias", "enc_sine
 _PE_ROWS_CHECKED = 1024
 
 
-def _get(bag: Any, name: str, default: Any = None) -> Any:
-    """A field of a fairseq config that may be a dict, an omegaconf/argparse object or None."""
-    if bag is None:
-        return default
-    if isinstance(bag, Mapping):
-        return bag.get(name, default)
-    return getattr(bag, name, default)
-
-
 def _split(obj: Any) -> Tuple[StateDict, Any, Any]:
     """(state dict, model cfg, task cfg) of a fairseq file or a bare state dict."""
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         cfg = obj.get("cfg")
         if cfg is not None:
-            model_cfg, task_cfg = _get(cfg, "model"), _get(cfg, "task")
+            model_cfg, task_cfg = config_value(cfg, "model"), config_value(cfg, "task")
         else:  # fairseq < 0.10: one flat argparse namespace
             model_cfg = task_cfg = obj.get("args")
         sd = obj["model"]
     else:
         sd, model_cfg, task_cfg = obj, None, None
-    if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, Tensor) for v in sd.values()):
+    if not is_state_dict(sd):
         raise CheckpointError(None, "expected a fairseq MAE-AST checkpoint ({'cfg', 'model'}), "
                                     f"got {type(obj).__name__}")
     return {str(k): v for k, v in sd.items()}, model_cfg, task_cfg
-
-
-def _depth(sd: Mapping[str, Tensor], prefix: str) -> int:
-    found = {int(m.group(1)) for k in sd for m in [re.match(re.escape(prefix) + r"(\d+)\.", k)] if m}
-    if not found:
-        raise CheckpointError(None, f"does not look like a 'maeast' checkpoint: no {prefix}N.* keys")
-    gaps = sorted(set(range(max(found) + 1)) - found)
-    if gaps:
-        raise CheckpointError(None, f"is missing transformer layers {[f'{prefix}{i}.*' for i in gaps]}")
-    return max(found) + 1
 
 
 def _stack(sd: Mapping[str, Tensor], src: str, dst: str, depth: int, out: StateDict, used: set) -> None:
@@ -132,19 +112,17 @@ def _check_sinusoid(sd: Mapping[str, Tensor], key: str, dim: int) -> None:
 
 
 def plan_maeast(obj: Any, *, num_heads: Optional[int] = None,
-                patch_size: Optional[Tuple[int, int]] = None) -> ConversionPlan:
+                patch_size: Optional[Tuple[int, int]] = None) -> ImportPlan:
     """Plan a MAE-AST import (see :func:`convert_maeast`)."""
     sd, mcfg, tcfg = _split(obj)
 
     def opt(name: str) -> Any:
-        return _get(mcfg, name, _MODEL_DEFAULTS.get(name))
+        return config_value(mcfg, name, _MODEL_DEFAULTS.get(name))
 
     required = ["post_extract_proj.weight", "post_extract_proj.bias", "batch_norm.running_mean",
                 "batch_norm.running_var", "decoder_mask_emb", "encoder.layer_norm.weight", "decoder.layer_norm.weight",
                 "final_proj_reconstruction.weight", "final_proj_classification.weight"]
-    missing = [k for k in required if k not in sd]
-    if missing:
-        raise CheckpointError(None, f"does not look like a full MAE-AST checkpoint: missing keys {missing}")
+    require_keys(sd, required, "MAE-AST checkpoint")
     unsupported = [k for k in sd if k.startswith(("enc_conv_pos_embed.", "dec_conv_pos_embed.", "post_enc_proj."))]
     problems = [f"{name}={opt(name)!r}" for name, ok in (
         ("activation_fn", "gelu"), ("layer_norm_first", False), ("use_post_enc_proj", False),
@@ -162,25 +140,26 @@ def plan_maeast(obj: Any, *, num_heads: Optional[int] = None,
     else:
         raise CheckpointError(None, "has no cfg/args: pass patch_size=(time, chan); 256 inputs per token "
                                     "may be 16x16 patches or 2x128 frames")
-    strides = (int(_get(mcfg, "ast_kernel_stride_time", k_time)), int(_get(mcfg, "ast_kernel_stride_chan", k_chan)))
+    strides = (int(config_value(mcfg, "ast_kernel_stride_time", k_time)),
+               int(config_value(mcfg, "ast_kernel_stride_chan", k_chan)))
     if k_time * k_chan != patch_dim or strides != (k_time, k_chan):
         raise CheckpointError(None, f"kernel {k_time}x{k_chan} (stride {strides}) does not fit post_extract_proj "
                                     f"of {patch_dim} inputs with non-overlapping tokens")
-    n_mels = int(_get(tcfg, "feature_dim", sd["layer_norm.weight"].shape[0] if "layer_norm.weight" in sd else 128))
+    n_mels = int(config_value(tcfg, "feature_dim",
+                              sd["layer_norm.weight"].shape[0] if "layer_norm.weight" in sd else 128))
     heads = opt("encoder_attention_heads") or num_heads
     if heads is None:
-        heads = max(1, D // 64)
-        logger.info("maeast: number of heads not stored; using embed_dim // 64 = %d", heads)
-    depth, dec_depth = _depth(sd, "encoder.layers."), _depth(sd, "decoder.layers.")
+        heads = default_heads(int(D))
+        logger.info("maeast: number of heads not stored; using the ViT default %d for width %d", heads, D)
+    depth = block_count(sd, "encoder.layers.", "MAE-AST checkpoint")
+    dec_depth = block_count(sd, "decoder.layers.", "MAE-AST checkpoint")
     for name, found in (("encoder_layers", depth), ("decoder_layers", dec_depth)):
         if opt(name) is not None and int(opt(name)) != found:
             raise CheckpointError(None, f"has {found} {name.split('_')[0]} layers but its cfg says {name}={opt(name)}")
     parts = [f"{n}.{p}" for n in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", *(f for f, _ in _LAYER))
              for p in ("weight", "bias")]
-    missing = [f"{stack}{i}.{part}" for stack, n in (("encoder.layers.", depth), ("decoder.layers.", dec_depth))
-               for i in range(n) for part in parts if f"{stack}{i}.{part}" not in sd]
-    if missing:
-        raise CheckpointError(None, f"is missing MAE-AST layer tensors: missing keys {missing[:12]}")
+    require_keys(sd, [f"{stack}{i}.{part}" for stack, n in (("encoder.layers.", depth), ("decoder.layers.", dec_depth))
+                      for i in range(n) for part in parts], "MAE-AST layers")
     fc1 = sd["encoder.layers.0.fc1.weight"]
     encoder = family_config(
         "mae_ast", embed_dim=int(D), depth=depth, num_heads=int(heads),
@@ -189,7 +168,7 @@ def plan_maeast(obj: Any, *, num_heads: Optional[int] = None,
         drop=float(opt("dropout")), attn_drop=float(opt("attention_dropout")),
         act_drop=float(opt("activation_dropout")), input_drop=float(opt("dropout_input")),
     )
-    mask_type = _get(tcfg, "mask_type", "chunk_mask" if (k_time, k_chan) == (16, 16) else "random_mask")
+    mask_type = config_value(tcfg, "mask_type", "chunk_mask" if (k_time, k_chan) == (16, 16) else "random_mask")
     if mask_type not in _MASK_TYPES:
         logger.warning("maeast: mask_type %r has no native sampler; continued pretraining uses random masks", mask_type)
     config = MAEASTConfig(
@@ -215,7 +194,7 @@ def plan_maeast(obj: Any, *, num_heads: Optional[int] = None,
     # unknown, which the strict load then names.
     state.update({k: v for k, v in sd.items() if k not in used})
     meta = {"source": "maeast", "upstream_mask_type": mask_type}
-    return ConversionPlan("maeast", config, state, FbankConfig.preset("mae_ast").to_dict(), None, None, meta)
+    return ImportPlan("maeast", config, state, meta, fbank=FbankConfig.preset("mae_ast").to_dict())
 
 
 def convert_maeast(obj: Any, *, hf_config: Optional[Mapping[str, Any]] = None, num_heads: Optional[int] = None,

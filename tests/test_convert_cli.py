@@ -69,3 +69,11 @@ def test_pickled_upstream_files_need_the_trust_flag(tmp_path: Path) -> None:
     assert refused.returncode == 1 and "--trust-checkpoint" in refused.stderr and not (tmp_path / "a.pt").exists()
     trusted = _cli("--from", "audiomae", str(src), str(tmp_path / "a.pt"), "--trust-checkpoint", "--option", "num_heads=4")
     assert trusted.returncode == 0, trusted.stderr
+
+
+def test_the_command_offers_every_importer() -> None:
+    """The CLI keeps its own list (so --help imports no torch); it must name every importer."""
+    from audiossl import convert
+    from audiossl.commands import convert as command
+
+    assert set(command.SOURCES) == set(convert.SOURCES)

@@ -221,3 +221,13 @@ def test_linprobe_command_with_random_init(labelled, tmp_path):
     assert res["task"] == "linprobe" and res["init"] == "random" and res["split"]["test_values"] == [3]
     cfg = FinetuneConfig.from_dict(__import__("yaml").safe_load((tmp_path / "o" / "config.yaml").read_text()))
     assert cfg.optim.lr == 5e-3 and cfg.mode == "linprobe"
+
+
+def test_step_schedule_decays_after_the_configured_epochs(labelled, pretrained, tmp_path):
+    store, manifest = labelled
+    cfg = _cfg(store, manifest, pretrained, tmp_path / "s", epochs=4,
+               optim={"lr": 1e-3, "warmup": 0, "schedule": "step", "step_start": 2, "step_every": 1, "step_gamma": 0.5})
+    trainer = Finetuner(cfg)
+    spe = trainer.steps_per_epoch
+    lrs = [trainer.schedule(e * spe) for e in range(4)]
+    assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4])

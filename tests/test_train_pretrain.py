@@ -260,3 +260,18 @@ def test_torchrun_two_gloo_processes_train_and_resume_exactly(speech_store: Path
 def test_a_learned_table_that_does_not_fit_the_crop_fails_before_training(speech_store: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"pos_grid: \[8, 8\]"):
         Pretrainer(_cfg(speech_store, tmp_path, "ssast_mini_patch"))
+
+
+def test_step_schedule_matches_multisteplr_stepped_per_epoch() -> None:
+    from audiossl.train.optim import epoch_milestones
+
+    spe, epochs = 3, 9
+    sched = Schedule(1.0, total_steps=spe * epochs, kind="step", milestones=epoch_milestones(6, 1, epochs, spe), gamma=0.5)
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    ref = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(range(6, 1000, 1)), gamma=0.5)
+    for epoch in range(epochs):  # upstream: scheduler.step() after each epoch
+        want = opt.param_groups[0]["lr"]
+        assert [sched(epoch * spe + i) for i in range(spe)] == pytest.approx([want] * spe), epoch
+        opt.step()
+        ref.step()

@@ -77,7 +77,7 @@ from torch import Tensor, nn
 
 from audiossl.models.classifier import Classifier, classifier_from_checkpoint, classifier_from_preset, source_of
 from audiossl.train.checkpoint import CheckpointError, load_checkpoint, native_payload, save_checkpoint
-from audiossl.train.optim import Schedule, build_optimizer, layer_id, param_groups, set_lr
+from audiossl.train.optim import Schedule, build_optimizer, epoch_milestones, layer_id, param_groups, set_lr
 from audiossl.train.pretrain import (
     PRECISIONS,
     TrainingError,
@@ -215,10 +215,14 @@ class FtOptimConfig:
     # "mae": every non-block parameter before the blocks is layer 0 (MAE/BEiT lr_decay.py);
     # "eat": data2vec 2.0's quirk, only blocks decay, everything else keeps scale 1.
     layer_decay_style: str = "mae"
-    schedule: str = "cosine"
+    schedule: str = "cosine"  # cosine | linear | constant | step (SSAST/AST's MultiStepLR)
     warmup: float = 0.0  # < 1: fraction of all steps; >= 1: steps
     warmup_init_lr: float = 0.0
     min_lr: float = 0.0
+    # schedule "step": lr × step_gamma at epochs step_start, step_start + step_every, ...
+    step_start: int = 0
+    step_every: int = 1
+    step_gamma: float = 1.0
     clip_grad: Optional[float] = None
 
 
@@ -555,7 +559,10 @@ class Finetuner:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         o = cfg.optim
         warmup = int(round(o.warmup * self.total_steps)) if o.warmup < 1 else int(o.warmup)
-        self.schedule = Schedule(o.lr, self.total_steps, min(warmup, self.total_steps), o.schedule, o.min_lr, o.warmup_init_lr)
+        milestones = epoch_milestones(o.step_start, o.step_every, cfg.epochs, self.steps_per_epoch) \
+            if o.schedule == "step" else ()
+        self.schedule = Schedule(o.lr, self.total_steps, min(warmup, self.total_steps), o.schedule, o.min_lr,
+                                 o.warmup_init_lr, milestones, o.step_gamma)
         self.optimizer = build_optimizer(self.groups, o.optimizer, lr=o.lr, betas=o.betas, eps=o.eps)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.weights = self._sample_weights() if cfg.data.sampler == "weighted" else None

@@ -4,8 +4,9 @@
   model lists in ``no_weight_decay()`` (timm/MAE rule), optionally with layer-wise lr decay
   (BEiT/MAE ``lr_decay.py``: blocks get ``decay ** (depth - layer_id)``).
 * :class:`Schedule`: linear warm-up from ``warmup_init_lr`` then cosine, linear (fairseq
-  polynomial power 1) or constant, evaluated per optimiser update from a pure function of the
-  step, so a resumed run needs nothing but the step count.
+  polynomial power 1), constant, or step decay (SSAST/AST's ``MultiStepLR``), evaluated per
+  optimiser update from a pure function of the step, so a resumed run needs nothing but the step
+  count.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "step")
 OPTIMIZERS = ("adamw", "adam")
 
 
@@ -94,7 +95,8 @@ def build_optimizer(
 class Schedule:
     """``lr(step)`` for optimiser update ``step`` (0-based): ``warmup_init_lr → peak`` linearly
     over ``warmup_steps`` (MAE: from 0; EAT fine-tuning: from ``min_lr``), then ``kind`` from
-    ``peak`` to ``min_lr`` at ``total_steps``."""
+    ``peak`` to ``min_lr`` at ``total_steps``; ``"step"`` multiplies the peak by ``gamma`` at
+    each of ``milestones`` (steps) instead."""
 
     peak_lr: float
     total_steps: int
@@ -102,6 +104,8 @@ class Schedule:
     kind: str = "cosine"
     min_lr: float = 0.0
     warmup_init_lr: float = 0.0
+    milestones: Tuple[int, ...] = ()
+    gamma: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULES:
@@ -116,6 +120,8 @@ class Schedule:
             return self.warmup_init_lr + (self.peak_lr - self.warmup_init_lr) * step / self.warmup_steps
         if self.kind == "constant":
             return self.peak_lr
+        if self.kind == "step":
+            return self.peak_lr * self.gamma ** sum(1 for m in self.milestones if m <= step)
         span = max(self.total_steps - self.warmup_steps, 1)
         t = min((step - self.warmup_steps) / span, 1.0)
         if self.kind == "linear":
@@ -136,3 +142,11 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float, weight_decay: Optional[f
         g["lr"] = lr * g.get("lr_scale", 1.0)
         if weight_decay is not None and g["weight_decay"] > 0:
             g["weight_decay"] = weight_decay
+
+
+def epoch_milestones(start: int, every: int, epochs: int, steps_per_epoch: int) -> Tuple[int, ...]:
+    """SSAST/AST's ``MultiStepLR(milestones=range(start, 1000, every))``, stepped once per
+    epoch, as optimiser-update milestones: epoch ``e`` (0-based) runs at ``gamma ** #{m <= e}``."""
+    if start < 0 or every < 1:
+        raise ValueError(f"need step_start >= 0 and step_every >= 1, got {start}, {every}")
+    return tuple(e * steps_per_epoch for e in range(start, epochs, every))

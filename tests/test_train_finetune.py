@@ -152,7 +152,10 @@ def test_eat_layer_decay_quirk_and_mae_groups(labelled, pretrained, tmp_path):
     mae = {n: g["lr_scale"] for g in finetune_param_groups(trainer.model, cfg.optim) for n in g["names"]}
     assert mae["encoder.patch_embed.proj.weight"] == pytest.approx(d ** 3) and mae["head.weight"] == 1.0
     wd = {n: g["weight_decay"] for g in trainer.groups for n in g["names"]}
-    assert wd["encoder.cls_token"] == 0.0 and wd["head.bias"] == 0.0 and wd["head.weight"] == 0.05
+    # EAT's fine-tuning exempts only 1-D parameters and biases: its 3-D cls token is decayed
+    assert wd["encoder.cls_token"] == 0.05 and wd["head.bias"] == 0.0 and wd["head.weight"] == 0.05
+    trainer.model.config.source = "audiomae"
+    assert "encoder.cls_token" in trainer.model.no_weight_decay()
 
 
 def test_resume_after_a_stop_gives_the_same_result(labelled, pretrained, tmp_path, monkeypatch):

@@ -169,6 +169,11 @@ class Classifier(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def no_weight_decay(self) -> set:
+        """timm's rule (cls/dist tokens and positions undecayed), except for EAT, whose
+        fine-tuning (EAT_audio_classification.py) exempts only 1-D parameters and biases: its 3-D
+        cls token is decayed, as in its pretraining."""
+        if self.config.source.startswith("eat"):
+            return set()
         return {"encoder." + n for n in self.encoder.no_weight_decay()}
 
     def fit_grid(self, target_length: int) -> None:

@@ -22,6 +22,7 @@ from audiossl.models.eat import (
     eat_large,
     eat_tiny,
     ema_decay,
+    run_scaled_ema,
 )
 from audiossl.models.encoder import family_config
 
@@ -47,6 +48,37 @@ def test_ema_schedule_values() -> None:
     assert model.ema_decay(5) == pytest.approx(0.7)
     with pytest.raises(ValueError):
         ema_decay(-1)
+
+
+def test_run_scaled_ema_keeps_the_schedule_per_fraction_of_the_run() -> None:
+    # At the reference length (or with no length) the schedule is the one written.
+    assert run_scaled_ema(0.9998, 0.99999, 100_000, 400_000, 400_000) == (0.9998, 0.99999, 100_000)
+    assert run_scaled_ema(0.9998, 0.99999, 100_000, 400_000, None) == (0.9998, 0.99999, 100_000)
+    assert run_scaled_ema(0.9998, 0.99999, 100_000, None, 2_000) == (0.9998, 0.99999, 100_000)
+    start, end, anneal = run_scaled_ema(0.9998, 0.99999, 100_000, 400_000, 2_000)
+    assert anneal == 500
+    assert start == pytest.approx(0.9998**200) and start == pytest.approx(0.961, abs=1e-3)
+    assert end == pytest.approx(0.998, abs=1e-3)
+    # What the teacher keeps of itself over the whole run is the reference run's.
+    assert end**2_000 == pytest.approx(0.99999**400_000, rel=1e-9)
+    # A 1 200-update run with the written numbers moves its teacher only ~21 % of the way; shaped, ~all.
+    assert 1 - 0.9998**1_200 == pytest.approx(0.213, abs=1e-3)
+    with pytest.raises(ValueError):
+        run_scaled_ema(0.9, 0.99, 10, 400_000, 0)
+
+
+def test_eat_teacher_update_follows_the_run_length() -> None:
+    model = build()
+    assert model.config.ema_reference_steps == 400_000
+    assert model.ema_decay(0) == pytest.approx(0.9998)  # no run length: as written
+    assert model.ema_decay(0, 400_000) == pytest.approx(0.9998)
+    assert model.ema_decay(0, 2_000) == pytest.approx(0.9998**200)
+    assert model.ema_decay(500, 2_000) == pytest.approx(0.99999**200)
+    assert model.update_teacher(1_000, 2_000) == pytest.approx(0.99999**200)
+    fixed = build(ema_reference_steps=None)
+    assert fixed.ema_decay(500, 2_000) == pytest.approx(ema_decay(500))
+    with pytest.raises(ValueError, match="ema_reference_steps"):
+        build(ema_reference_steps=0)
 
 
 def test_update_teacher_is_the_ema_formula() -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "eat_large",
     "eat_tiny",
     "ema_decay",
+    "run_scaled_ema",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,27 @@ def ema_decay(step: int, start: float = 0.9998, end: float = 0.99999, anneal_end
     if anneal_end_step <= 0 or step >= anneal_end_step:
         return end
     return end - (end - start) * (1.0 - step / anneal_end_step)
+
+
+def run_scaled_ema(
+    start: float, end: float, anneal_end_step: int, reference_steps: Optional[int], total_steps: Optional[int]
+) -> Tuple[float, float, int]:
+    """``(start, end, anneal_end_step)`` of an EMA schedule written for a run of
+    ``reference_steps`` updates, reshaped for a run of ``total_steps``.
+
+    A teacher that keeps ``τ`` per update keeps ``τ^n`` of itself over ``n`` updates, so the run
+    of ``T`` updates that moves its teacher as far per *fraction of the run* as the reference run
+    does uses ``τ^(R/T)``, and ends its anneal at the same fraction ``anneal_end_step·T/R``.
+    ``T = R`` (or either None) is the schedule as written. Example: EAT's 0.9998 → 0.99999 over
+    100k of 400k updates becomes 0.961 → 0.998 over 500 of 2 000: the teacher's time constant is
+    1.25 % of the run at the start and 25 % at the end, in both."""
+    if reference_steps is None or total_steps is None or total_steps == reference_steps:
+        return start, end, anneal_end_step
+    if reference_steps <= 0 or total_steps <= 0:
+        raise ValueError(f"reference_steps and total_steps must be positive, got {reference_steps}, {total_steps}")
+    ratio = reference_steps / total_steps
+    anneal = max(1, int(round(anneal_end_step / ratio))) if anneal_end_step > 0 else anneal_end_step
+    return start**ratio, end**ratio, anneal
 
 
 @dataclass
@@ -98,6 +120,12 @@ class EATConfig:
     ema_decay: float = 0.9998
     ema_end_decay: float = 0.99999
     ema_anneal_end_step: int = 100_000
+    # The run length the three EMA numbers above were written for (the AS-2M recipes' 400k
+    # updates). A run of another length gets the same schedule per fraction of the run
+    # (:func:`run_scaled_ema`): a 2 000-update run is shaped like the 400k one instead of keeping
+    # a teacher that would move ~20 % of the way from its random initialisation. None: the
+    # numbers are absolute, whatever the run length (upstream's code).
+    ema_reference_steps: Optional[int] = 400_000
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, Mapping):
@@ -124,6 +152,8 @@ class EATConfig:
         for name in ("ema_decay", "ema_end_decay"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.ema_reference_steps is not None and self.ema_reference_steps <= 0:
+            raise ValueError(f"ema_reference_steps must be positive or None, got {self.ema_reference_steps}")
 
     @property
     def top_k(self) -> int:
@@ -253,15 +283,20 @@ class EAT(nn.Module):
         return self.config.encoder.patch_size
 
     # ------------------------------------------------------------------ teacher
-    def ema_decay(self, step: int) -> float:
+    def ema_decay(self, step: int, total_steps: Optional[int] = None) -> float:
+        """τ after ``step`` updates of a run of ``total_steps`` (None: the schedule as written,
+        see :attr:`EATConfig.ema_reference_steps`)."""
         cfg = self.config
-        return ema_decay(step, cfg.ema_decay, cfg.ema_end_decay, cfg.ema_anneal_end_step)
+        start, end, anneal = run_scaled_ema(cfg.ema_decay, cfg.ema_end_decay, cfg.ema_anneal_end_step,
+                                            cfg.ema_reference_steps, total_steps)
+        return ema_decay(step, start, end, anneal)
 
     @torch.no_grad()
-    def update_teacher(self, step: int) -> float:
+    def update_teacher(self, step: int, total_steps: Optional[int] = None) -> float:
         """θ_t ← τ·θ_t + (1 − τ)·θ_s with τ = :meth:`ema_decay` (``step`` = optimizer updates
-        so far). Frozen student parameters and buffers are copied, as upstream. Returns τ."""
-        tau = self.ema_decay(step)
+        so far, ``total_steps`` = the run's length). Frozen student parameters and buffers are
+        copied, as upstream. Returns τ."""
+        tau = self.ema_decay(step, total_steps)
         student = dict(self.encoder.named_parameters())
         ema_t: List[Tensor] = []
         ema_s: List[Tensor] = []

@@ -17,7 +17,14 @@
   extracts). ``layers="all"`` or a list of block indices (negative counts from the end) gives
   those blocks' outputs, stacked on a layer axis; they are taken before the final norm, so for
   pre-LN families (MAE, SSAST, I-JEPA) the last block's entry differs from ``layers=None`` by that
-  norm.
+  norm. ``layer_mean=True`` averages the chosen blocks instead of stacking them (data2vec/EAT
+  build their targets from the mean of the top blocks, and that mean is often the better
+  feature), giving one vector as with ``layers=None``.
+* **Defaults a checkpoint records.** ``pooling="auto"`` and ``layers="auto"`` take the
+  representation the checkpoint names in ``meta.embed`` (``{"pooling", "layers", "layer_mean"}``):
+  ``audiossl pretrain`` writes there what its objective recommends
+  (:data:`audiossl.models.registry.EMBEDDINGS`, chosen by the learning benchmark). A checkpoint
+  without it (imported official weights, older files) keeps upstream's choice below.
 
 **Any length.** A batch is padded to its longest clip and the true lengths go to the encoder as a
 key-padding mask, so padding never changes a clip's result: batched output equals
@@ -62,12 +69,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClipEmbedding", "Embedder", "embed_files", "read_embeddings", "resolve_inputs"]
+__all__ = ["ClipEmbedding", "Embedder", "embed_files", "embedding_defaults", "read_embeddings", "resolve_inputs"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 LayersArg = Union[None, str, int, Sequence[int]]
 
 POOLINGS = ("auto", "cls", "mean")
+AUTO = "auto"
 # Window length when a checkpoint records no target_length: AST/EAT's 10 s AudioSet input.
 DEFAULT_WINDOW_FRAMES = 1024
 # nn.BatchNorm2d's default eps, which MAE-AST's input norm uses.
@@ -103,6 +111,7 @@ class Embedder(nn.Module):
         *,
         pooling: str = "mean",
         layers: LayersArg = None,
+        layer_mean: bool = False,
         window_frames: Optional[int] = None,
         hop_frames: Optional[int] = None,
         max_rows: int = DEFAULT_MAX_ROWS,
@@ -122,6 +131,9 @@ class Embedder(nn.Module):
                 f"the front end gives {self.fbank_config.num_features} mel bins, the encoder expects {cfg.n_mels}"
             )
         self.layers = _resolve_layers(layers, cfg.depth)
+        if layer_mean and self.layers is None:
+            raise ValueError("layer_mean averages the blocks given by layers: pass layers too")
+        self.layer_mean = bool(layer_mean)
         self.patch_height = cfg.patch_size[0]
         self.step_frames = cfg.stride[0]  # frames between token time steps
         self.overlapping = self.step_frames != self.patch_height
@@ -155,8 +167,9 @@ class Embedder(nn.Module):
         cls,
         checkpoint: Union[PathLike, Mapping[str, Any]],
         *,
-        pooling: str = "auto",
-        layers: LayersArg = None,
+        pooling: str = AUTO,
+        layers: LayersArg = AUTO,
+        layer_mean: Optional[bool] = None,
         which: Optional[str] = None,
         window_frames: Optional[int] = None,
         hop_ms: Optional[float] = None,
@@ -164,7 +177,9 @@ class Embedder(nn.Module):
         device: Union[str, torch.device] = "cpu",
     ) -> "Embedder":
         """An embedder for a native checkpoint (an objective or a bare ``encoder``, e.g. an
-        imported EAT), with the front end, normaliser and ``target_length`` it stores."""
+        imported EAT), with the front end, normaliser and ``target_length`` it stores.
+        ``"auto"`` pooling and layers (and ``layer_mean=None``) are what the checkpoint records
+        (:func:`embedding_defaults`); an explicit ``layers`` without ``layer_mean`` stacks them."""
         from audiossl.train.checkpoint import encoder_from_checkpoint
 
         encoder, ckpt = encoder_from_checkpoint(checkpoint, which=which)
@@ -177,12 +192,17 @@ class Embedder(nn.Module):
         if window_frames is None and ckpt.get("target_length") and encoder.config.pos_embed != "learned":
             window_frames = int(ckpt["target_length"])
         hop_frames = None if hop_ms is None else int(round(hop_ms / fbank_config.frame_shift))
+        defaults = embedding_defaults(ckpt, encoder)
+        if layers == AUTO:
+            layers = defaults["layers"]
+            layer_mean = defaults["layer_mean"] if layer_mean is None else layer_mean
         embedder = cls(
             encoder,
             fbank_config,
             normalizer,
-            pooling=auto_pooling(ckpt, encoder) if pooling == "auto" else pooling,
+            pooling=defaults["pooling"] if pooling == AUTO else pooling,
             layers=layers,
+            layer_mean=bool(layer_mean) and layers is not None,
             window_frames=window_frames,
             hop_frames=hop_frames,
             max_rows=max_rows,
@@ -211,8 +231,8 @@ class Embedder(nn.Module):
 
     @property
     def num_layers(self) -> Optional[int]:
-        """Entries on the layer axis, or None when ``layers`` is None (no layer axis)."""
-        return None if self.layers is None else len(self.layers)
+        """Entries on the layer axis, or None when there is none (``layers`` None, or averaged)."""
+        return None if self.layers is None or self.layer_mean else len(self.layers)
 
     @property
     def step_ms(self) -> float:
@@ -319,6 +339,8 @@ class Embedder(nn.Module):
         lengths = torch.tensor([(s - 1) * self.step_frames + 1 for s in num_steps], device=device)
         out = self.encoder(x.unsqueeze(1), lengths=lengths, return_hidden=self.layers is not None)
         reps = out.x[None] if self.layers is None else torch.stack([out.hidden[j] for j in self.layers])
+        if self.layer_mean:
+            reps = reps.mean(0, keepdim=True)
         P = out.num_prefix
         tokens = reps[:, :, P:]  # (L, R, N, D)
         if self.pooling == "cls":
@@ -346,9 +368,9 @@ class Embedder(nn.Module):
         return padded[:, k, local]
 
     def _squeeze(self, x: Tensor) -> Tensor:
-        """Drop the layer axis when no layers were asked for (it is the axis of size 1 in front
-        for clips, second for frames)."""
-        if self.layers is not None:
+        """Drop the layer axis when there is none to give (it is the axis of size 1 in front for
+        clips, second for frames)."""
+        if self.num_layers is not None:
             return x
         return x[0] if x.dim() == 2 else x[:, 0]
 
@@ -391,6 +413,21 @@ def _input_normalizer(ckpt: Mapping[str, Any]) -> Optional[Normalizer]:
         return Normalizer(mean, std / (2.0 * scale))
     # ((x - m1) / (2 s1) - m2) * scale / s2 == (x - (m1 + 2 s1 m2)) / (2 * s1 * s2 / scale)
     return Normalizer(norm.mean + 2.0 * norm.std * mean, norm.std * std / scale)
+
+
+def embedding_defaults(ckpt: Mapping[str, Any], encoder: Encoder) -> Dict[str, Any]:
+    """``{"pooling", "layers", "layer_mean"}`` that ``"auto"`` means for ``ckpt``: its
+    ``meta.embed`` when it records one (``audiossl pretrain`` does), else upstream's choice: the
+    encoder's output, pooled by :func:`auto_pooling`."""
+    recorded = (ckpt.get("meta") or {}).get("embed") or {}
+    pooling = recorded.get("pooling", AUTO)
+    if pooling == AUTO or (pooling == "cls" and encoder.num_prefix == 0):
+        pooling = auto_pooling(ckpt, encoder)
+    layers = recorded.get("layers")
+    if layers is not None:
+        depth = encoder.config.depth
+        layers = [j for j in layers if -depth <= int(j) < depth] or None  # a recorded block the encoder lacks
+    return {"pooling": pooling, "layers": layers, "layer_mean": bool(recorded.get("layer_mean", False)) and layers is not None}
 
 
 def auto_pooling(ckpt: Mapping[str, Any], encoder: Encoder) -> str:
@@ -578,6 +615,7 @@ def embed_files(
         "checkpoint": source or "",
         "pooling": embedder.pooling,
         "layers": json.dumps(embedder.layers),
+        "layer_mean": int(embedder.layer_mean),
         "window_frames": embedder.window_frames,
         "hop_frames": embedder.hop_frames,
         "step_ms": embedder.step_ms,
@@ -591,7 +629,7 @@ def embed_files(
     writer = _Writer(partial, fmt, attrs)
     skipped: List[Tuple[int, str, str, str]] = []
     min_samples = embedder.fbank_config.window_size
-    layer_shape = () if embedder.layers is None else (len(embedder.layers),)
+    layer_shape = () if embedder.num_layers is None else (embedder.num_layers,)
     try:
         with tqdm(total=len(table), unit="clip", desc="embed", disable=not progress) as bar:
             for lo in range(0, len(table), batch_size):

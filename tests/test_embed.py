@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 
 from audiossl.audio import load
-from audiossl.embed import Embedder, auto_pooling, embed_files, read_embeddings
+from audiossl.embed import Embedder, auto_pooling, embed_files, embedding_defaults, read_embeddings
 from audiossl.features import FbankConfig, Normalizer, fbank
 from audiossl.models.registry import build_model
 from audiossl.train.checkpoint import native_payload, save_checkpoint
@@ -64,6 +64,29 @@ def test_auto_pooling_rules(eat_model):
     assert auto_pooling({"family": "encoder", "meta": {"source": "eat_hf"}}, enc) == "cls"
     assert auto_pooling({"family": "encoder", "meta": {"source": "audiomae"}}, enc) == "mean"
     assert auto_pooling({"family": "mae"}, enc) == "mean"
+
+
+def test_checkpoint_records_the_default_representation(eat_model, speech):
+    """``meta.embed`` (what ``audiossl pretrain`` writes) is what "auto" means; explicit options
+    win; a checkpoint without it keeps upstream's rule (EAT: CLS of the encoder output)."""
+    recorded = _payload(eat_model, "eat", meta={"embed": {"pooling": "mean", "layers": [-2, -1], "layer_mean": True}})
+    enc = eat_model.encoder
+    assert embedding_defaults(recorded, enc) == {"pooling": "mean", "layers": [-2, -1], "layer_mean": True}
+    assert embedding_defaults(_payload(eat_model, "eat"), enc) == {"pooling": "cls", "layers": None, "layer_mean": False}
+    emb = Embedder.from_checkpoint(recorded)
+    assert (emb.pooling, emb.layers, emb.layer_mean, emb.num_layers) == ("mean", [0, 1], True, None)
+    got = emb.embed(speech[:2])
+    stacked = Embedder.from_checkpoint(recorded, layers="all").embed(speech[:2])  # explicit: no mean
+    for g, st in zip(got, stacked):
+        assert g.clip.shape == (64,) and st.clip.shape == (2, 64)
+        torch.testing.assert_close(g.clip, st.clip.mean(0), atol=ATOL, rtol=0)
+        torch.testing.assert_close(g.frames, st.frames.mean(1), atol=ATOL, rtol=0)
+    assert Embedder.from_checkpoint(recorded, pooling="cls").pooling == "cls"
+    # A recorded layer the encoder lacks (another depth) falls back to the encoder output.
+    deep = _payload(eat_model, "eat", meta={"embed": {"pooling": "mean", "layers": [5], "layer_mean": True}})
+    assert embedding_defaults(deep, enc)["layers"] is None
+    with pytest.raises(ValueError, match="layer_mean"):
+        Embedder(enc, layer_mean=True)
 
 
 def test_batched_equals_single(checkpoint, speech):

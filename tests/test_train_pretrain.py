@@ -20,6 +20,7 @@ from audiossl.models.registry import build_model
 from audiossl.train.checkpoint import load_checkpoint, model_from_checkpoint
 from audiossl.train.optim import Schedule, build_optimizer, cosine_ramp, layer_id, param_groups
 from audiossl.train.pretrain import (
+    FAMILY_OPTIM,
     PretrainConfig,
     Pretrainer,
     TrainingError,
@@ -55,6 +56,15 @@ def _env() -> dict:
 
 
 # ------------------------------------------------------------------------------------- config
+def test_every_family_schedule_is_a_fraction_of_the_run() -> None:
+    # An absolute warm-up (SSAST's 1000 steps) makes a 2 000-step run half warm-up: every
+    # family's lengths are fractions, so a short run is shaped like the paper's.
+    for prefix, values in FAMILY_OPTIM:
+        assert 0 <= values["warmup"] < 1, prefix
+    cfg = PretrainConfig.from_dict({"model": "ssast_base_patch", "data": {"train": "x.h5"}, "steps": 930_000})
+    assert round(cfg.optim.warmup * cfg.steps) == 1000  # SSAST's own run: its 1000-step warm-up
+
+
 def test_family_defaults_are_the_papers_and_yaml_and_cli_override_them(tmp_path: Path) -> None:
     eat = PretrainConfig.from_dict({"model": "eat_base", "data": {"train": "x.h5"}})
     assert (eat.optim.optimizer, eat.optim.lr, eat.optim.betas, eat.optim.weight_decay, eat.optim.clip_grad) == (
@@ -141,6 +151,10 @@ def test_every_family_pretrains_and_its_checkpoint_reloads(speech_store: Path, t
     ckpt = load_checkpoint(final)
     assert "train" not in ckpt and ckpt["target_length"] == 128 and ckpt["fbank"]["num_mel_bins"] == 128
     assert ckpt["normalizer"] is not None and ckpt["meta"]["step"] == 3
+    # The representation embed/HEAR/evaluate use by default is recorded with the weights.
+    from audiossl.models.registry import embedding_of
+
+    assert ckpt["meta"]["embed"] == embedding_of(ckpt["family"]) and ckpt["meta"]["embed"]["pooling"] in ("cls", "mean")
     rebuilt = model_from_checkpoint(final)
     trained = {k: v for k, v in ckpt["model"].items()}
     assert all(torch.equal(rebuilt.state_dict()[k], trained[k]) for k in trained)
@@ -156,7 +170,7 @@ def test_loss_falls_and_teacher_tracks_the_student(speech_store: Path, tmp_path:
 
     out = tmp_path / "eat"
     cfg = _cfg(speech_store, out, "eat_tiny", steps=3, save_every=3,
-               **{"model_args": "{ema_decay: 0.5, ema_end_decay: 0.5}"})
+               **{"model_args": "{ema_decay: 0.5, ema_end_decay: 0.5, ema_reference_steps: 3}"})
     model = model_from_checkpoint(pretrain(cfg))
     records = _metrics(out)
     assert [r["ema"] for r in records] == [0.5, 0.5, 0.5]

@@ -9,7 +9,7 @@ overrides replaces encoder fields, as in the family functions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from torch import nn
 
@@ -43,6 +43,26 @@ CHECKPOINT_FAMILIES: Dict[str, Family] = {
     "classifier": Family("classifier", classifier.Classifier, classifier.ClassifierConfig, {},
                          lambda name, **kw: classifier.ClassifierConfig(**kw)),
 }
+
+
+# The clip representation each objective's own pretraining records as the default of
+# ``audiossl embed``, HEAR and ``audiossl evaluate`` (``meta.embed`` of its checkpoints; see
+# :func:`audiossl.embed.embedding_defaults`): the one the learning benchmark
+# (``benchmarks/bench_learning.py``) found best for that family. ``layers`` are block indices
+# (negative from the end) averaged when ``layer_mean``; None is the encoder's normed output.
+EMBEDDINGS: Dict[str, Dict[str, Any]] = {
+    "eat": {"pooling": "mean", "layers": None, "layer_mean": False},
+    "maeast": {"pooling": "mean", "layers": None, "layer_mean": False},
+    "ssast": {"pooling": "mean", "layers": None, "layer_mean": False},
+    "mae": {"pooling": "mean", "layers": None, "layer_mean": False},
+    "jepa": {"pooling": "mean", "layers": None, "layer_mean": False},
+}
+
+
+def embedding_of(family: str) -> Optional[Dict[str, Any]]:
+    """What a checkpoint of ``family`` records in ``meta.embed`` (None: nothing to record)."""
+    found = EMBEDDINGS.get(family)
+    return None if found is None else dict(found)
 
 
 def _index() -> Dict[str, Family]:

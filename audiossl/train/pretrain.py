@@ -59,7 +59,10 @@ class TrainingError(RuntimeError):
 # ------------------------------------------------------------------------------------- config
 # The papers' optimisation, by preset-name prefix (first match wins). ``warmup`` < 1 is a
 # fraction of ``steps``; ``blr`` is MAE's base lr (lr = blr × effective batch / 256). Longer
-# prefixes come before their own prefixes (maeast before mae).
+# prefixes come before their own prefixes (maeast before mae). Every length is a fraction of the
+# run (warm-up here, cosine/linear decay to ``steps``, EAT's EMA in EATConfig.ema_reference_steps,
+# I-JEPA's momentum and weight-decay ramps over ``steps``), so a 2 000-step run has the shape of
+# the paper's 400 000-step one.
 FAMILY_OPTIM: List[Tuple[str, Dict[str, Any]]] = [
     # EAT (pretraining_AS2M.yaml): fairseq adam = AdamW, 53.3k of 400k warm-up, clip 4; the
     # yaml's min_lr is unset (0), the paper's Table 4 says 1e-6: we follow the paper.
@@ -75,10 +78,12 @@ FAMILY_OPTIM: List[Tuple[str, Dict[str, Any]]] = [
     # MAE (ImageNet): blr 1.5e-4, wd 0.05, 40 of 800 epochs warm-up.
     ("mae", dict(optimizer="adamw", blr=1.5e-4, betas=[0.9, 0.95], eps=1e-8, weight_decay=0.05,
                  schedule="cosine", warmup=40 / 800, min_lr=0.0, clip_grad=None)),
-    # SSAST: torch Adam with L2 5e-7, (0.95, 0.999), 1000-step warm-up; upstream then halves the
-    # lr on a validation plateau, which an unsupervised run here does not have: constant.
+    # SSAST: torch Adam with L2 5e-7, (0.95, 0.999), a 1000-step warm-up in 10 epochs of AS-2M +
+    # LibriSpeech at batch 24 (~930k updates), kept as that fraction so a short run is not half
+    # warm-up; upstream then halves the lr on a validation plateau, which an unsupervised run
+    # here does not have: constant.
     ("ssast", dict(optimizer="adam", lr=1e-4, betas=[0.95, 0.999], eps=1e-8, weight_decay=5e-7,
-                   schedule="constant", warmup=1000, min_lr=0.0, clip_grad=None)),
+                   schedule="constant", warmup=1000 / 930_000, min_lr=0.0, clip_grad=None)),
     # I-JEPA: AdamW default betas, lr 2e-4 → 1e-3 over 40 of 300 epochs then cosine to 1e-6,
     # weight decay ramped 0.04 → 0.4 by a cosine.
     ("ijepa", dict(optimizer="adamw", lr=1e-3, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.04,
@@ -514,9 +519,18 @@ class Pretrainer:
             fbank=None if fbank is None else fbank.to_dict(),
             normalizer=norm.to_dict() if hasattr(norm, "to_dict") else None,
             target_length=self.cfg.data.target_length,
-            meta={"preset": self.cfg.model, "step": self.step, "train_store": str(self.cfg.data.train)},
+            meta=self._meta(),
             train=train,
         )
+
+    def _meta(self) -> Dict[str, Any]:
+        from audiossl.models.registry import embedding_of
+
+        meta: Dict[str, Any] = {"preset": self.cfg.model, "step": self.step, "train_store": str(self.cfg.data.train)}
+        embed = embedding_of(self.family)
+        if embed is not None:
+            meta["embed"] = embed  # the representation embed/HEAR/evaluate use by default
+        return meta
 
     def save(self) -> Optional[Path]:
         payload = self._payload(True)

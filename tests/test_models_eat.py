@@ -119,6 +119,24 @@ def test_teacher_starts_as_student_copy_and_gets_no_grad() -> None:
 
 
 # ---------------------------------------------------------------------------------------- targets
+def test_batch_target_norm_keeps_what_tells_clips_apart() -> None:
+    """Instance norm (upstream) removes each clip's per-channel mean, so the utterance target
+    (the tokens' mean) is near one vector for every clip; "batch" keeps the clip means."""
+    x = spec(B=4, seed=5)
+    inst, batch = build(), build(target_norm="batch")
+    batch.teacher.load_state_dict(inst.teacher.state_dict())
+    ffn = inst.teacher(x, return_ffn=True).ffn
+    layers = [f[:, 1:] for f in ffn[-2:]]
+    y = sum((f - f.mean((0, 1), keepdim=True)) / torch.sqrt(f.var((0, 1), unbiased=False, keepdim=True) + 1e-5)
+            for f in layers) / 2
+    want = F.layer_norm(y, y.shape[-1:], eps=1e-5)
+    torch.testing.assert_close(batch.make_targets(x), want, rtol=1e-9, atol=1e-9)
+    spread = {name: float(m.make_targets(x).mean(1).std(0).mean()) for name, m in (("instance", inst), ("batch", batch))}
+    assert spread["batch"] > 3 * spread["instance"], spread
+    with pytest.raises(ValueError, match="target_norm"):
+        build(target_norm="layer")
+
+
 def test_targets_by_hand() -> None:
     model = build(average_top_k_layers=1)
     # Make teacher differ from the student so the test sees which one runs.

@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 # fairseq's LayerNorm / F.instance_norm default, used by data2vec 2.0 for targets and decoder.
 TARGET_EPS = 1e-5
+TARGET_NORMS = ("instance", "batch")
 
 
 def ema_decay(step: int, start: float = 0.9998, end: float = 0.99999, anneal_end_step: int = 100_000) -> float:
@@ -115,6 +116,12 @@ class EATConfig:
     mask_length: int = 5
     # Blocks whose FFN outputs are averaged into the target; None = all.
     average_top_k_layers: Optional[int] = 12
+    # How each block's FFN output is normalised before averaging: "instance" (data2vec 2.0/EAT:
+    # per clip and channel over its tokens) or "batch" (per channel over every token of the
+    # batch). Instance norm takes each clip's mean out of every target channel, so the frame
+    # targets hold only within-clip contrasts and the utterance target (their mean over tokens)
+    # is nearly the same vector for every clip; "batch" keeps what tells clips apart.
+    target_norm: str = "instance"
     cls_loss: float = 1.0
     faithful_utterance_weight: bool = True
     ema_decay: float = 0.9998
@@ -147,6 +154,8 @@ class EATConfig:
             raise ValueError(f"decoder_kernel must be >= 1, got {self.decoder_kernel}")
         if self.clone_batch < 1:
             raise ValueError(f"clone_batch must be >= 1, got {self.clone_batch}")
+        if self.target_norm not in TARGET_NORMS:
+            raise ValueError(f"target_norm must be one of {TARGET_NORMS}, got {self.target_norm!r}")
         if self.average_top_k_layers is not None and not 1 <= self.average_top_k_layers <= enc.depth:
             raise ValueError(f"average_top_k_layers must lie in [1, depth={enc.depth}], got {self.average_top_k_layers}")
         for name in ("ema_decay", "ema_end_decay"):
@@ -321,8 +330,9 @@ class EAT(nn.Module):
         out = self.teacher(x, return_ffn=True)
         P = out.num_prefix
         layers = out.ffn[-self.config.top_k :]
-        y = sum(F.instance_norm(_at_least_fp32(f[:, P:]).transpose(1, 2), eps=TARGET_EPS) for f in layers) / len(layers)
-        return F.layer_norm(y.transpose(1, 2), y.shape[1:2], eps=TARGET_EPS)
+        norm = _instance_norm if self.config.target_norm == "instance" else _batch_norm
+        y = sum(norm(_at_least_fp32(f[:, P:])) for f in layers) / len(layers)
+        return F.layer_norm(y, y.shape[-1:], eps=TARGET_EPS)
 
     # ------------------------------------------------------------------ forward pieces
     def forward_encoder(self, x: Tensor, mask: MaskInfo) -> Tuple[Tensor, Tensor]:
@@ -388,6 +398,18 @@ class EAT(nn.Module):
     def no_weight_decay(self) -> set:
         """Empty: upstream exempts only 1-D parameters and biases; the 3-D cls token is decayed."""
         return set()
+
+
+def _instance_norm(f: Tensor) -> Tensor:
+    """``(B, N, D)`` normalised per clip and channel over the N tokens (``F.instance_norm``)."""
+    return F.instance_norm(f.transpose(1, 2), eps=TARGET_EPS).transpose(1, 2)
+
+
+def _batch_norm(f: Tensor) -> Tensor:
+    """``(B, N, D)`` normalised per channel over all B·N tokens (biased variance, as instance norm)."""
+    mean = f.mean(dim=(0, 1), keepdim=True)
+    var = f.var(dim=(0, 1), keepdim=True, unbiased=False)
+    return (f - mean) / torch.sqrt(var + TARGET_EPS)
 
 
 def _at_least_fp32(x: Tensor) -> Tensor:

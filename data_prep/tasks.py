@@ -3,6 +3,8 @@
 
     python data_prep/tasks.py            # name, module, package, description (tab-separated)
     python data_prep/tasks.py --names    # one task name a line, for a recipe's loop
+    python data_prep/tasks.py --train-pool OUT.csv data/tasks/*/manifest.csv
+                                         # the train splits' audio, one manifest to pretrain on
 
 Each builder runs as ``python data_prep/<name>.py OUT_DIR [--root /]`` and exits with status 3
 and one line naming the ``apt-get install`` to run when its package is missing, so a recipe can
@@ -18,7 +20,13 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from typing import Tuple
+from pathlib import Path
+from typing import Sequence, Tuple
+
+try:
+    import audiossl  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 @dataclass(frozen=True)
@@ -56,11 +64,41 @@ def get(name: str) -> Task:
     raise KeyError(f"no task {name!r} (tasks: {', '.join(t.name for t in TASKS)})")
 
 
+def write_train_pool(out: Path, manifests: Sequence[Path]) -> int:
+    """One unlabelled manifest of every task's *train* clips (ids prefixed ``<task>/``, the task
+    being the manifest's folder name): what self-supervised pretraining may see, with nothing of
+    valid or test. Written atomically; returns the number of clips."""
+    import pandas as pd
+
+    from audiossl.data.manifest import Manifest, read_manifest, write_manifest
+
+    parts = []
+    for path in manifests:
+        table = read_manifest(path).table
+        train = table[table["split"].astype(str) == "train"]
+        if train.empty:
+            raise SystemExit(f"{path}: no train split")
+        parts.append(pd.DataFrame({"id": Path(path).parent.name + "/" + train["id"].astype(str),
+                                   "path": train["path"].values, "duration": train["duration"].values}))
+    pool = pd.concat(parts, ignore_index=True)
+    write_manifest(Manifest(pool), out)
+    return len(pool)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="data_prep/tasks.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--names", action="store_true", help="only the task names, one a line")
+    parser.add_argument("--train-pool", type=Path, metavar="OUT_CSV",
+                        help="write the train splits of the given task manifests as one manifest")
+    parser.add_argument("manifests", nargs="*", type=Path, help="task manifests (with --train-pool)")
     args = parser.parse_args(argv)
+    if args.train_pool is not None:
+        if not args.manifests:
+            parser.error("--train-pool needs task manifests")
+        n = write_train_pool(args.train_pool, args.manifests)
+        print(f"{args.train_pool}: {n} training clips from {len(args.manifests)} tasks")
+        return 0
     for task in TASKS:
         print(task.name if args.names else "\t".join((task.name, task.module, task.package, task.description)))
     return 0

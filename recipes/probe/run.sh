@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The learning benchmark: does pretraining make representations better than no pretraining?
+# Real recorded audio from Debian packages -> one task manifest each (train/valid/test split so
+# that no text, kit, phrase or voice crosses) -> the training splits' audio pooled into one fbank
+# store -> each tiny family pretrained on it -> frozen embeddings probed on every task next to the
+# same encoder randomly initialised and pooled fbank statistics, in the same run.
+#
+#   bash recipes/probe/run.sh [--out DIR] [--families "eat maeast_patch ..."] [--steps N]
+#        [--seeds 3] [--max-per-class N] [--stage N] [--stop-stage N] [--no-install]
+#
+#   --families  any of: eat maeast_patch maeast_frame ssast_patch ijepa (configs in conf/);
+#               default all five
+#   --steps     override every config's pretraining length (a quick trial: --steps 200)
+#   --seeds     probe seeds; each seed also draws its own random-init encoder (default 3)
+#   --max-per-class  cap each task's clips per class and split (default 200: CPU minutes)
+#   --no-install     do not apt-get the audio packages (tasks whose package is missing are skipped)
+#
+# Stages: 0 install packages (root, apt), 1 build tasks, 2 pooled training store + its statistics,
+#         3 pretrain each family, 4 evaluate (tables, charts, margins), 5 print the summary.
+# Re-running continues: built tasks and stores are kept, pretraining resumes, embeddings are cached.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+out="" families="eat maeast_patch maeast_frame ssast_patch ijepa" steps="" seeds=3 max_per_class=200
+stage=0 stop_stage=100 install=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --out) out="$2"; shift 2 ;;
+        --families) families="$2"; shift 2 ;;
+        --steps) steps="$2"; shift 2 ;;
+        --seeds) seeds="$2"; shift 2 ;;
+        --max-per-class) max_per_class="$2"; shift 2 ;;
+        --stage) stage="$2"; shift 2 ;;
+        --stop-stage) stop_stage="$2"; shift 2 ;;
+        --no-install) install=0; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+conf="$root/recipes/probe/conf"
+for f in $families; do
+    [ -f "$conf/pretrain_$f.yaml" ] || { echo "unknown family $f (no $conf/pretrain_$f.yaml)" >&2; exit 2; }
+done
+out="${out:-$root/exp/probe}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+cd "$root"
+run_stage() { [ "$1" -ge "$stage" ] && [ "$1" -le "$stop_stage" ]; }
+# One torch thread per process: the data loader worker and the trainer share the cores, and
+# oversubscribed OpenMP threads make a 2-core machine several times slower, not faster.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+
+if run_stage 0 && [ "$install" = 1 ]; then
+    echo "== stage 0: audio packages"
+    pkgs=(tuxpaint-stamps-default hydrogen-drumkits hedgewars-data espeak-ng)
+    missing=()
+    for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    if [ ${#missing[@]} -eq 0 ]; then echo "   all installed"
+    elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "   apt-get install ${missing[*]} (~450 MB of recordings; once)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}") \
+            || echo "   [warning] could not install ${missing[*]}: their tasks are skipped" >&2
+    else
+        echo "   [warning] not root: ${missing[*]} missing, their tasks are skipped (apt-get install -y --no-install-recommends ${missing[*]})" >&2
+    fi
+fi
+
+source scripts/env.sh
+tasks_dir="$out/tasks"
+if run_stage 1; then
+    echo "== stage 1: tasks"
+    for t in $(python data_prep/tasks.py --names); do
+        if [ -f "$tasks_dir/$t/manifest.csv" ]; then echo "   $t: built"; continue; fi
+        extra=(); [ "$t" = tuxpaint_lid ] && extra=(--max-per-class "$max_per_class")
+        rc=0; python data_prep/$t.py "$tasks_dir/$t" "${extra[@]}" > "$tasks_dir.$t.log" 2>&1 || rc=$?
+        if [ "$rc" = 3 ]; then echo "   $t: skipped: $(tail -n 1 "$tasks_dir.$t.log")"
+        elif [ "$rc" != 0 ]; then cat "$tasks_dir.$t.log" >&2; exit "$rc"
+        else echo "   $t: $(grep -c . "$tasks_dir/$t/manifest.csv") rows"; fi
+    done
+fi
+manifests=()
+for t in $(python data_prep/tasks.py --names); do
+    [ -f "$tasks_dir/$t/manifest.csv" ] && manifests+=("$tasks_dir/$t/manifest.csv")
+done
+[ ${#manifests[@]} -gt 0 ] || { echo "no task could be built: install the packages (stage 0)" >&2; exit 1; }
+
+pool="$out/pool/train.csv" store="$out/pool/train.h5"
+if run_stage 2; then
+    echo "== stage 2: pooled training audio -> fbank store -> statistics"
+    python data_prep/tasks.py --train-pool "$pool" "${manifests[@]}"
+    if [ -f "$store" ]; then echo "   $store exists"; else
+        audiossl fbank --manifest "$pool" --out "$store" --config ast
+        audiossl stats "$store" --write
+    fi
+fi
+
+if run_stage 3; then
+    for f in $families; do
+        run="$out/pretrain/$f"
+        if [ -f "$run/model.pt" ]; then echo "== stage 3: $f: pretrained"; continue; fi
+        echo "== stage 3: pretrain $f"
+        resume=(); [ -d "$run" ] && ls "$run"/checkpoint-*.pt >/dev/null 2>&1 && resume=(--resume)
+        over=(); [ -n "$steps" ] && over=(--steps "$steps" --save_every "$steps")
+        start=$(date +%s)
+        audiossl pretrain --config "$conf/pretrain_$f.yaml" --data.train "$store" --out "$run" \
+            --progress false "${over[@]}" "${resume[@]}"
+        echo "   $f: $(( $(date +%s) - start )) s" | tee -a "$out/pretrain/minutes.txt"
+    done
+fi
+
+if run_stage 4; then
+    echo "== stage 4: evaluate (pretrained vs random init vs fbank statistics, $seeds seeds)"
+    args=()
+    for m in "${manifests[@]}"; do args+=(--task "$(basename "$(dirname "$m")")=$m"); done
+    for f in $families; do
+        [ -f "$out/pretrain/$f/model.pt" ] && args+=(--checkpoint "$f=$out/pretrain/$f/model.pt")
+    done
+    audiossl evaluate "${args[@]}" --baselines random,fbank --seeds "$seeds" --out "$out/eval" --quiet
+fi
+
+if run_stage 5; then
+    echo "== stage 5: summary ($out/eval)"
+    for f in "$out"/eval/summary.md "$out"/eval/*/results.md; do [ -f "$f" ] && { echo; cat "$f"; }; done
+    ls "$out"/eval/*.png "$out"/eval/*/*.png 2>/dev/null || true
+fi

@@ -152,3 +152,42 @@ def test_pass_equals_embedding_the_waveforms(checkpoint, sine_task):
     embedder = Embedder.from_checkpoint(checkpoint)
     direct = embedder.embed([load(p, SR) for p in sine_task.splits["train"].paths], frames=False)
     np.testing.assert_allclose(feats["train"], torch.stack([e.clip for e in direct]).numpy(), atol=1e-5)
+
+
+def test_default_follows_the_checkpoints_recorded_embedding(tmp_path, sine_task):
+    # A checkpoint that records "mean of the last two blocks, mean-pooled" as its default: the
+    # default row is that, the random init is embedded the same way, and the top2-mean row
+    # derived from the all-layers pass gives the same numbers (pooling is linear).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        model = build_model("eat_tiny")
+    payload = native_payload(model, family="eat", fbank=FbankConfig.preset("ast").to_dict(),
+                             normalizer=Normalizer.preset("audioset").to_dict(), target_length=128,
+                             meta={"embed": {"pooling": "mean", "layers": [-2, -1], "layer_mean": True}})
+    path = str(save_checkpoint(tmp_path / "recorded.pt", payload))
+    waves = WaveCache()
+    default, meta = compute_pass(PassKey("checkpoint", path), sine_task, waves, progress=False)
+    _, rmeta = compute_pass(PassKey("random", path, seed=0), sine_task, waves, progress=False)
+    assert meta["pooling"] == rmeta["pooling"] == "mean" and meta["layer_mean"] and rmeta["layer_mean"]
+    stacked, smeta = compute_pass(PassKey("checkpoint", path, pooling="mean", all_layers=True), sine_task, waves,
+                                  progress=False)
+    assert not smeta["layer_mean"] and stacked["train"].shape == (4, 2, 64)
+    np.testing.assert_allclose(row_features(stacked["train"], ("top", 2)), default["train"], atol=1e-5)
+
+
+def test_hear_module_matches_the_checkpoint_default(checkpoint, sine_task):
+    # audiossl.hear over the same checkpoint: scene embeddings are the embed defaults.
+    waves = WaveCache()
+    hear, meta = compute_pass(PassKey("hear", str(checkpoint), module="audiossl.hear"), sine_task, waves,
+                              progress=False)
+    pre, _ = compute_pass(PassKey("checkpoint", str(checkpoint)), sine_task, waves, progress=False)
+    assert meta["sample_rate"] == SR and meta["scene_embedding_size"] == 64
+    for split in ("train", "valid", "test"):
+        np.testing.assert_allclose(hear[split], pre[split], atol=1e-5)
+
+
+def test_hear_module_that_does_not_import_is_named(sine_task):
+    from audiossl.evaluate.tasks import EvaluateError
+
+    with pytest.raises(EvaluateError, match="'no_such_hear_module' cannot be imported"):
+        compute_pass(PassKey("hear", "model.pt", module="no_such_hear_module"), sine_task, WaveCache(), progress=False)

@@ -4,7 +4,8 @@ Kinds:
 
 * ``checkpoint``: a native checkpoint through :meth:`Embedder.from_checkpoint` with nothing but
   the options the spec sets. With ``pooling=None`` and ``layers=None`` that is exactly what a user
-  of ``audiossl embed`` / HEAR gets (the checkpoint's or the family's default). ``pooling``
+  of ``audiossl embed`` / HEAR gets: what the checkpoint records in ``meta.embed`` (pooling, blocks,
+  their mean), else the family's default. ``pooling``
   (``"cls"``/``"mean"``) and ``layers`` add explicit variants: a block index, a list of them or
   ``"all"`` (one row per block, for a per-layer probe), or ``"topK-mean"`` (the mean of the last K
   blocks' clip vectors, which equals pooling the mean of their token outputs: pooling is linear).
@@ -199,7 +200,10 @@ class PassKey:
         key: Dict[str, Any] = {"kind": self.kind, "pooling": self.pooling, "all_layers": self.all_layers,
                                "seed": self.seed, "file": file_identity(self.path)}
         if self.kind == "hear":
-            spec = importlib.util.find_spec(self.module)
+            try:
+                spec = importlib.util.find_spec(self.module)
+            except (ImportError, ValueError):  # a missing parent package: the pass will say so
+                spec = None
             origin = getattr(spec, "origin", None) if spec is not None else None
             key["module"] = {"name": self.module, "file": file_identity(origin) if origin else None}
         return key
@@ -335,7 +339,8 @@ def _encoder_pass(key: PassKey, task: Task, waves: WaveCache, device: str, batch
         for split in task.splits:
             logmels = _load_logmels(task, split, embedder.fbank_config, waves)
             features[split] = _embed_split(embedder, logmels, batch_size, bar)
-    meta = {"pooling": embedder.pooling, "layers": embedder.layers, "depth": embedder.encoder.config.depth,
+    meta = {"pooling": embedder.pooling, "layers": embedder.layers, "layer_mean": getattr(embedder, "layer_mean", False),
+            "depth": embedder.encoder.config.depth,
             "embed_dim": embedder.embed_dim, "family": ckpt.get("family"), "sample_rate": embedder.sample_rate}
     return features, meta
 

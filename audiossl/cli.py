@@ -25,6 +25,7 @@ COMMANDS = {
     "finetune": "finetune",
     "linprobe": "linprobe",
     "report": "report",
+    "evaluate": "evaluate",
 }
 
 

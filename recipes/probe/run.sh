@@ -6,13 +6,14 @@
 # same encoder randomly initialised and pooled fbank statistics, in the same run.
 #
 #   bash recipes/probe/run.sh [--out DIR] [--families "eat maeast_patch ..."] [--steps N]
-#        [--seeds 3] [--max-per-class N] [--stage N] [--stop-stage N] [--no-install]
+#        [--seeds 3] [--max-per-split N] [--stage N] [--stop-stage N] [--no-install]
 #
 #   --families  any of: eat maeast_patch maeast_frame ssast_patch ijepa (configs in conf/);
 #               default all five
 #   --steps     override every config's pretraining length (a quick trial: --steps 200)
 #   --seeds     probe seeds; each seed also draws its own random-init encoder (default 3)
-#   --max-per-class  cap each task's clips per class and split (default 200: CPU minutes)
+#   --max-per-split  probe on at most N clips per task split, spread over the classes (default
+#               1000: CPU minutes); pretraining always sees every training clip
 #   --no-install     do not apt-get the audio packages (tasks whose package is missing are skipped)
 #
 # Stages: 0 install packages (root, apt), 1 build tasks, 2 pooled training store + its statistics,
@@ -20,7 +21,7 @@
 # Re-running continues: built tasks and stores are kept, pretraining resumes, embeddings are cached.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-out="" families="eat maeast_patch maeast_frame ssast_patch ijepa" steps="" seeds=3 max_per_class=200
+out="" families="eat maeast_patch maeast_frame ssast_patch ijepa" steps="" seeds=3 max_per_split=1000
 stage=0 stop_stage=100 install=1
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
         --families) families="$2"; shift 2 ;;
         --steps) steps="$2"; shift 2 ;;
         --seeds) seeds="$2"; shift 2 ;;
-        --max-per-class) max_per_class="$2"; shift 2 ;;
+        --max-per-split) max_per_split="$2"; shift 2 ;;
         --stage) stage="$2"; shift 2 ;;
         --stop-stage) stop_stage="$2"; shift 2 ;;
         --no-install) install=0; shift ;;
@@ -70,10 +71,10 @@ if run_stage 1; then
     echo "== stage 1: tasks"
     for t in $(python data_prep/tasks.py --names); do
         if [ -f "$tasks_dir/$t/manifest.csv" ]; then echo "   $t: built"; continue; fi
-        extra=(); [ "$t" = tuxpaint_lid ] && extra=(--max-per-class "$max_per_class")
-        rc=0; python data_prep/$t.py "$tasks_dir/$t" "${extra[@]}" > "$tasks_dir.$t.log" 2>&1 || rc=$?
-        if [ "$rc" = 3 ]; then echo "   $t: skipped: $(tail -n 1 "$tasks_dir.$t.log")"
-        elif [ "$rc" != 0 ]; then cat "$tasks_dir.$t.log" >&2; exit "$rc"
+        mkdir -p "$tasks_dir"
+        rc=0; python data_prep/$t.py "$tasks_dir/$t" > "$tasks_dir/$t.log" 2>&1 || rc=$?
+        if [ "$rc" = 3 ]; then echo "   $t: skipped: $(tail -n 1 "$tasks_dir/$t.log")"
+        elif [ "$rc" != 0 ]; then cat "$tasks_dir/$t.log" >&2; exit "$rc"
         else echo "   $t: $(grep -c . "$tasks_dir/$t/manifest.csv") rows"; fi
     done
 fi
@@ -88,8 +89,9 @@ if run_stage 2; then
     echo "== stage 2: pooled training audio -> fbank store -> statistics"
     python data_prep/tasks.py --train-pool "$pool" "${manifests[@]}"
     if [ -f "$store" ]; then echo "   $store exists"; else
-        audiossl fbank --manifest "$pool" --out "$store" --config ast
-        audiossl stats "$store" --write
+        audiossl fbank --manifest "$pool" --out "$store" --config ast 2> "$out/pool/fbank.log" \
+            || { tail -n 20 "$out/pool/fbank.log" >&2; exit 1; }
+        audiossl stats "$store" --write 2>> "$out/pool/fbank.log"
     fi
 fi
 
@@ -114,7 +116,8 @@ if run_stage 4; then
     for f in $families; do
         [ -f "$out/pretrain/$f/model.pt" ] && args+=(--checkpoint "$f=$out/pretrain/$f/model.pt")
     done
-    audiossl evaluate "${args[@]}" --baselines random,fbank --seeds "$seeds" --out "$out/eval" --quiet
+    audiossl evaluate "${args[@]}" --baselines random,fbank --seeds "$seeds" --max-per-split "$max_per_split" \
+        --out "$out/eval" --quiet
 fi
 
 if run_stage 5; then

@@ -116,8 +116,10 @@ if run_stage 4; then
     for f in $families; do
         [ -f "$out/pretrain/$f/model.pt" ] && args+=(--checkpoint "$f=$out/pretrain/$f/model.pt")
     done
+    # Default rows use the representation each checkpoint records (meta.embed); the per-block
+    # rows and the CLS rows are the evidence for that choice.
     audiossl evaluate "${args[@]}" --baselines random,fbank --seeds "$seeds" --max-per-split "$max_per_split" \
-        --out "$out/eval" --quiet
+        --layers all --pooling cls --out "$out/eval" --quiet
 fi
 
 if run_stage 5; then

@@ -101,7 +101,7 @@ def _check(name: str, x: np.ndarray, y: np.ndarray, dim: Optional[int]) -> Tuple
         raise ValueError(f"{name}_x has {x.shape[1]} dimensions, train_x has {dim}")
     if not np.isfinite(x).all():
         raise ValueError(f"{name}_x holds NaN or Inf")
-    if len(y) and (y.min() < 0 or not np.issubdtype(y.dtype, np.integer)):
+    if len(y) and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0):
         raise ValueError(f"{name}_y must hold non-negative integer class indices")
     return x, y.astype(np.int64)
 

@@ -44,8 +44,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["HearModel", "get_scene_embeddings", "get_timestamp_embeddings", "load_model"]
 
-# Sample rates hear-validator accepts.
-HEAR_SAMPLE_RATES = (16000, 22050, 32000, 44100, 48000)
+# Sample rates hear-validator accepts (its ValidateModel.ACCEPTABLE_SAMPLE_RATE): 32 kHz, which
+# HEAR's task audio also comes in, is refused by the validator, so a 32 kHz front end is refused here.
+HEAR_SAMPLE_RATES = (16000, 22050, 44100, 48000)
 
 
 class HearModel(nn.Module):

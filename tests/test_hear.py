@@ -115,6 +115,20 @@ def test_random_weights_without_a_path():
     assert hear.get_scene_embeddings(_noise(2, 0.5), model).shape == (2, 64)
 
 
+@pytest.mark.parametrize("rate", [22050, 48000, 32000])
+def test_sample_rates_are_hear_validators(rate, tmp_path):
+    # hear-validator accepts 16, 22.05, 44.1 and 48 kHz only (tests/interop runs it at each).
+    fb = FbankConfig.preset("ast").to_dict()
+    fb["sample_frequency"] = float(rate)
+    payload = native_payload(build_model("eat_tiny"), family="eat", fbank=fb, normalizer=None, target_length=128)
+    path = save_checkpoint(tmp_path / "m.pt", payload)
+    if rate == 32000:
+        with pytest.raises(ValueError, match="HEAR allows sample rates"):
+            hear.load_model(str(path))
+    else:
+        assert hear.load_model(str(path)).sample_rate == rate
+
+
 def test_wrong_inputs_are_refused(model):
     with pytest.raises(ValueError, match="n_sounds, n_samples"):
         hear.get_scene_embeddings(torch.zeros(16000), model)

@@ -170,6 +170,10 @@ def label_map(classes: Sequence[str], display_names: Optional[Mapping[str, str]]
     return pd.DataFrame({"index": range(len(classes)), "mid": list(classes), "display_name": names})
 
 
+#: Clips shorter than one 25 ms Kaldi fbank window give no frame: builders leave them out.
+MIN_SECONDS = 0.025
+
+
 def finish(
     rows: List[dict],
     out_dir: os.PathLike,
@@ -185,6 +189,12 @@ def finish(
     table["labels"] = [(label,) for label in table["labels"]]
     table = table.sort_values(["split", "id"], key=_split_order, kind="stable").reset_index(drop=True)
     manifest = probe_durations(Manifest(table, label_map(classes, display_names)), progress=progress)
+    short = manifest.table["duration"].astype(float) < MIN_SECONDS
+    if short.any():
+        # Shorter than one 25 ms Kaldi window: no fbank frame, nothing any front end can embed.
+        for row in manifest.table[short].itertuples():
+            print(f"dropped {row.path}: {row.duration * 1000:.0f} ms is shorter than one fbank window", file=sys.stderr)
+        manifest = Manifest(manifest.table[~short].reset_index(drop=True), manifest.label_map)
     out = Path(out_dir)
     # the folder belongs to this task: a rebuild with other options replaces its label map
     write_manifest(manifest, out / "manifest.csv", label_map_path=out / LABEL_MAP_NAME)

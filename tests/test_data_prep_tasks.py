@@ -327,3 +327,16 @@ def test_espeak_lid_has_every_text_in_every_language():
     assert all(v == ids["es"] for v in ids.values()) and len(ids["es"]) == 20
     with pytest.raises(ValueError, match="no texts for xx"):
         espeak_lid.build("unused", langs=("xx",))
+
+
+def test_clips_shorter_than_one_fbank_window_are_left_out(tmp_path, capsys) -> None:
+    # hydrogen's Audiophob kit has 12 and 17 ms hits: no fbank frame, nothing to embed.
+    rows = []
+    for name, seconds in (("long", 0.5), ("short", 0.012)):
+        path = tmp_path / f"{name}.wav"
+        sf.write(path, np.zeros(int(16000 * seconds), dtype=np.float32), 16000)
+        rows.append({"id": name, "path": str(path), "label": "kick", "split": "train"})
+    manifest = tasklib.finish(rows, tmp_path / "out", ["kick"])
+    assert manifest.table["id"].tolist() == ["long"]
+    assert "short.wav: 12 ms is shorter than one fbank window" in capsys.readouterr().err
+    assert read_manifest(tmp_path / "out" / "manifest.csv").table["id"].tolist() == ["long"]

@@ -155,6 +155,9 @@ class _TaskRun:
 
     def rows(self, spec: RepresentationSpec, seeds: Sequence[int], probe: str, knn: bool,
              options: Mapping[str, Any]) -> List[RowResult]:
+        if spec.pooling == "cls" and spec.path and not _has_cls(spec.path):
+            logger.info("%s: %s has no CLS token: no cls rows", self.task.name, spec.name)
+            return []
         per_seed = {s: self.features(PassKey.of(spec, s)) for s in (seeds if spec.seeded else seeds[:1])}
         _, meta, _ = per_seed[seeds[0]]
         out = []
@@ -174,6 +177,14 @@ class _TaskRun:
             out.append(RowResult(row_name(spec, variant), spec.kind, spec.group, variant, dim, runs, knn_runs,
                                  {k: v for k, v in info.items() if v is not None}))
         return out
+
+
+def _has_cls(path: str) -> bool:
+    """Whether the checkpoint's encoder has a prefix token (``--pooling cls`` rows of a CLS-less
+    family, MAE-AST or I-JEPA, are left out instead of stopping a multi-family run)."""
+    from audiossl.train.checkpoint import encoder_from_checkpoint
+
+    return encoder_from_checkpoint(path)[0].num_prefix > 0
 
 
 def evaluate(

@@ -4,16 +4,20 @@
 # same encoder randomly initialised -> embeddings -> results table, mask pictures, training curves.
 # Needs no network and no GPU; sets up its own environment. About ten minutes on 2 cores.
 #
-#   bash recipes/demo/run.sh [--out DIR] [--clips-per-fold N] [--folds "1 2 3 4 5"] [--stage N] [--stop-stage N]
+#   bash recipes/demo/run.sh [--out DIR] [--family F] [--clips-per-fold N] [--folds "1 2 3 4 5"] [--stage N] [--stop-stage N]
 #                            [--pretrain-steps N] [--epochs N]      (shorter runs, e.g. for CI)
 #
 # Stages: 0 corpus, 1 the ESC-50 recipe (its stages 0-7), 2 PNGs of the EAT, SSAST-chunk and JEPA
-#         masks over one clip. Re-running continues where a killed run stopped.
+#         masks over one clip, 3 the learning benchmark reduced to one real-speech task (espeak-ng
+#         keyword spotting, split by accent): MAE-AST-tiny pretrained on its training voices vs the
+#         same encoder randomly initialised vs fbank statistics (recipes/probe, ~3 min).
+#         Re-running continues where a killed run stopped.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="${AUDIOSSL_DEMO_DIR:-$root/exp/demo}"
 clips_per_fold=4
 folds="1 2 3 4 5"
+family=eat
 stage=0
 stop_stage=100
 quick=()
@@ -22,6 +26,7 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift 2 ;;
         --clips-per-fold) clips_per_fold="$2"; shift 2 ;;
         --folds) folds="$2"; shift 2 ;;
+        --family) family="$2"; shift 2 ;;
         --stage) stage="$2"; shift 2 ;;
         --stop-stage) stop_stage="$2"; shift 2 ;;
         --pretrain-steps|--epochs) quick+=("$1" "$2"); shift 2 ;;
@@ -39,8 +44,8 @@ if run_stage 0; then
     python recipes/demo/make_corpus.py "$out/corpus" --clips-per-fold "$clips_per_fold"
 fi
 if run_stage 1; then
-    echo "== stage 1: the ESC-50 recipe, EAT tiny, pretrained vs random init"
-    bash recipes/esc50/run.sh --data "$out/corpus" --family eat --size tiny --out "$out/esc50" \
+    echo "== stage 1: the ESC-50 recipe, $family tiny, pretrained vs random init"
+    bash recipes/esc50/run.sh --data "$out/corpus" --family "$family" --size tiny --out "$out/esc50" \
         --folds "$folds" --own-stats --random-baseline "${quick[@]}"
 fi
 if run_stage 2; then
@@ -51,4 +56,13 @@ if run_stage 2; then
     echo
     echo "results: $out/esc50/results.md (.csv), curves: $out/esc50/curves.png, masks: $out/masks/,"
     echo "embeddings: $out/esc50/embeddings.h5, pretrained model: $out/esc50/pretrain/model.pt"
+fi
+if run_stage 3; then
+    if command -v espeak-ng >/dev/null 2>&1; then
+        echo "== stage 3: does pretraining help? keyword spotting on unseen accents (recipes/probe)"
+        bash recipes/probe/run.sh --out "$out/probe" --tasks espeak_kws --families maeast_patch --steps 400 \
+            --seeds 3 --no-install --stage 1 2>&1 | grep -v " INFO " | sed -n '/stage 5/,$p'
+    else
+        echo "== stage 3: skipped: espeak-ng is not installed (apt-get install espeak-ng)"
+    fi
 fi

@@ -5,11 +5,12 @@
 # store -> each tiny family pretrained on it -> frozen embeddings probed on every task next to the
 # same encoder randomly initialised and pooled fbank statistics, in the same run.
 #
-#   bash recipes/probe/run.sh [--out DIR] [--families "eat maeast_patch ..."] [--steps N]
+#   bash recipes/probe/run.sh [--out DIR] [--families "eat maeast_patch ..."] [--tasks "..."] [--steps N]
 #        [--seeds 3] [--max-per-split N] [--stage N] [--stop-stage N] [--no-install]
 #
 #   --families  any of: eat maeast_patch maeast_frame ssast_patch ijepa (configs in conf/);
 #               default all five
+#   --tasks     a subset of `python data_prep/tasks.py --names` (default: all five)
 #   --steps     override every config's pretraining length (a quick trial: --steps 200)
 #   --seeds     probe seeds; each seed also draws its own random-init encoder (default 3)
 #   --max-per-split  probe on at most N clips per task split, spread over the classes (default
@@ -21,19 +22,20 @@
 # Re-running continues: built tasks and stores are kept, pretraining resumes, embeddings are cached.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-out="" families="eat maeast_patch maeast_frame ssast_patch ijepa" steps="" seeds=3 max_per_split=1000
+out="" families="eat maeast_patch maeast_frame ssast_patch ijepa" tasks="" steps="" seeds=3 max_per_split=1000
 stage=0 stop_stage=100 install=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) out="$2"; shift 2 ;;
         --families) families="$2"; shift 2 ;;
+        --tasks) tasks="$2"; shift 2 ;;
         --steps) steps="$2"; shift 2 ;;
         --seeds) seeds="$2"; shift 2 ;;
         --max-per-split) max_per_split="$2"; shift 2 ;;
         --stage) stage="$2"; shift 2 ;;
         --stop-stage) stop_stage="$2"; shift 2 ;;
         --no-install) install=0; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -67,9 +69,10 @@ fi
 
 source scripts/env.sh
 tasks_dir="$out/tasks"
+tasks="${tasks:-$(python data_prep/tasks.py --names | tr '\n' ' ')}"
 if run_stage 1; then
     echo "== stage 1: tasks"
-    for t in $(python data_prep/tasks.py --names); do
+    for t in $tasks; do
         if [ -f "$tasks_dir/$t/manifest.csv" ]; then echo "   $t: built"; continue; fi
         mkdir -p "$tasks_dir"
         rc=0; python data_prep/$t.py "$tasks_dir/$t" > "$tasks_dir/$t.log" 2>&1 || rc=$?
@@ -79,7 +82,7 @@ if run_stage 1; then
     done
 fi
 manifests=()
-for t in $(python data_prep/tasks.py --names); do
+for t in $tasks; do
     [ -f "$tasks_dir/$t/manifest.csv" ] && manifests+=("$tasks_dir/$t/manifest.csv")
 done
 [ ${#manifests[@]} -gt 0 ] || { echo "no task could be built: install the packages (stage 0)" >&2; exit 1; }
@@ -119,7 +122,7 @@ if run_stage 4; then
     # Default rows use the representation each checkpoint records (meta.embed); the per-block
     # rows and the CLS rows are the evidence for that choice.
     audiossl evaluate "${args[@]}" --baselines random,fbank --seeds "$seeds" --max-per-split "$max_per_split" \
-        --layers all --pooling cls --out "$out/eval" --quiet
+        --layers all --pooling cls,mean --out "$out/eval" --quiet
 fi
 
 if run_stage 5; then

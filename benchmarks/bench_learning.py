@@ -16,7 +16,10 @@ speaker or microphone per class), not what the label names.
 
     python benchmarks/bench_learning.py --out exp/probe                 # run (or continue) the recipe
     python benchmarks/bench_learning.py --out exp/probe --no-run        # only read and print
-    python benchmarks/bench_learning.py --out /tmp/q --steps 40 --seeds 2 --max-per-class 40  # smoke
+    python benchmarks/bench_learning.py --out /tmp/q --steps 40 --seeds 2 --max-per-split 60  # smoke
+    python benchmarks/bench_learning.py --out exp/probe --no-run --curves eat maeast_patch
+        # the evidence over training: loss parts, prediction/target variance and every block's probe
+        # accuracy at each saved checkpoint (exp/probe/curves/<family>.png and .json)
 """
 
 from __future__ import annotations
@@ -112,16 +115,83 @@ def report(out: Path) -> int:
     return 0
 
 
+def curves(out: Path, family: str, max_per_split: int = 400) -> Path:
+    """Per-layer probe accuracy (logreg, test) of every saved checkpoint of ``family``'s run,
+    with the run's loss parts and variances, as one PNG and JSON under ``out/curves``."""
+    import re
+
+    from audiossl.evaluate import RepresentationSpec, evaluate
+
+    run = out / "pretrain" / family
+    ckpts = sorted(run.glob("checkpoint-*.pt"))
+    if not ckpts:
+        raise SystemExit(f"{run}: no saved checkpoints (keep_last keeps the newest only)")
+    tasks = {p.parent.name: p for p in sorted((out / "tasks").glob("*/manifest.csv"))}
+    step_of = {c: int(re.search(r"(\d+)", c.stem).group(1)) for c in ckpts}
+    specs = [RepresentationSpec(f"step{step_of[c]}", "checkpoint", str(c), layers="all") for c in ckpts]
+    specs.append(RepresentationSpec("step0", "random", str(ckpts[0]), layers="all"))
+    res = evaluate(tasks, specs, seeds=[0], out=out / "curves" / family / "eval", max_per_split=max_per_split,
+                   progress=False, chart=False)
+    probes: Dict[str, Dict[int, Dict[str, float]]] = {}
+    for tname, task in res.tasks.items():
+        for row in task.rows:
+            if not re.fullmatch(r"L\d+", row.variant):
+                continue
+            step = int(row.name.split("/")[0].replace("step", ""))
+            probes.setdefault(tname, {}).setdefault(step, {})[row.variant] = row.test_mean
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    folder = out / "curves"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{family}.json").write_text(json.dumps({"probes": probes, "metrics": metrics}, indent=1))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    steps = [m["step"] for m in metrics]
+    loss_keys = [k for k in ("loss", "frame_loss", "utterance_loss", "mse", "nce") if k in metrics[0]]
+    for k in loss_keys:
+        axes[0].plot(steps, [m[k] for m in metrics], label=k)
+    axes[0].set_yscale("log"); axes[0].set_xlabel("step"); axes[0].set_title(f"{family}: losses"); axes[0].legend()
+    for k in ("pred_var", "target_var"):
+        if k in metrics[0]:
+            axes[1].plot(steps, [m[k] for m in metrics], label=k)
+    if "ema" in metrics[0]:
+        axes[1].plot(steps, [m["ema"] for m in metrics], label="ema τ", linestyle=":")
+    axes[1].set_xlabel("step"); axes[1].set_title("prediction / target variance"); axes[1].legend()
+    for tname, by_step in probes.items():
+        xs = sorted(by_step)
+        layers = sorted(by_step[xs[0]])
+        for layer in layers:
+            axes[2].plot(xs, [100 * by_step[x][layer] for x in xs], marker="o", label=f"{tname} {layer}")
+    axes[2].set_xlabel("step (0 = random init)"); axes[2].set_ylabel("test accuracy %")
+    axes[2].set_title("per-block linear probe"); axes[2].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    png = folder / f"{family}.png"
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    for tname, by_step in probes.items():
+        print(f"{family} {tname}: " + "; ".join(
+            f"step {x}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in sorted(by_step[x].items())) for x in sorted(by_step)))
+    return png
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "exp" / "probe", help="the recipe's output folder")
     parser.add_argument("--no-run", action="store_true", help="only read a finished run")
+    parser.add_argument("--curves", nargs="+", metavar="FAMILY", default=[],
+                        help="also probe every block of each saved checkpoint of these families' runs")
     args, recipe_args = parser.parse_known_args(argv)
     if not args.no_run:
         cmd = ["bash", str(ROOT / "recipes" / "probe" / "run.sh"), "--out", str(args.out), *recipe_args]
         print("$ " + " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
-    return report(args.out)
+    rc = report(args.out)
+    for family in args.curves:
+        print(f"\n{curves(args.out, family)}")
+    return rc
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 #   AUDIOSSL_EXTRAS=test,viz,interop AUDIOSSL_NODEPS="pkg==v ..." source scripts/env.sh
 #                                    # other extras (own venv), plus packages installed with
 #                                    # --no-deps after them (scripts/test.sh --interop)
+#   AUDIOSSL_VENV_IF_READY=1 source ...  # returns 3 instead of building a missing environment
 #
 # torch 2.14.1 + torchaudio 2.11.0 is the pair CI and the README run on; setup.cfg keeps
 # loose ranges for users who bring their own torch.
@@ -21,7 +22,11 @@ _audiossl_py="${PYTHON:-python3}"
 : "${AUDIOSSL_VENV:=${XDG_CACHE_HOME:-$HOME/.cache}/audiossl/venv-$_audiossl_key}"
 
 _audiossl_log="${AUDIOSSL_VENV}.log"
-if [ ! -f "$AUDIOSSL_VENV/.complete" ]; then
+if [ ! -f "$AUDIOSSL_VENV/.complete" ] && [ -n "${AUDIOSSL_VENV_IF_READY:-}" ]; then
+    # Asked to use the environment only if it is already built (scripts/test.sh --interop-if-ready).
+    unset _audiossl_log _audiossl_root _audiossl_pins _audiossl_extras _audiossl_nodeps _audiossl_spec _audiossl_key _audiossl_py
+    return 3
+elif [ ! -f "$AUDIOSSL_VENV/.complete" ]; then
     echo "[audiossl] creating virtual environment $AUDIOSSL_VENV (log: $_audiossl_log)" >&2
     rm -rf "$AUDIOSSL_VENV"
     mkdir -p "$(dirname "$AUDIOSSL_VENV")"

@@ -68,15 +68,14 @@ def test_run_scaled_ema_keeps_the_schedule_per_fraction_of_the_run() -> None:
 
 
 def test_eat_teacher_update_follows_the_run_length() -> None:
-    model = build()
-    assert model.config.ema_reference_steps == 400_000
+    assert build().config.ema_reference_steps is None  # upstream's absolute schedule by default
+    assert build().ema_decay(500, 2_000) == pytest.approx(ema_decay(500))
+    model = build(ema_reference_steps=400_000)
     assert model.ema_decay(0) == pytest.approx(0.9998)  # no run length: as written
     assert model.ema_decay(0, 400_000) == pytest.approx(0.9998)
     assert model.ema_decay(0, 2_000) == pytest.approx(0.9998**200)
     assert model.ema_decay(500, 2_000) == pytest.approx(0.99999**200)
     assert model.update_teacher(1_000, 2_000) == pytest.approx(0.99999**200)
-    fixed = build(ema_reference_steps=None)
-    assert fixed.ema_decay(500, 2_000) == pytest.approx(ema_decay(500))
     with pytest.raises(ValueError, match="ema_reference_steps"):
         build(ema_reference_steps=0)
 

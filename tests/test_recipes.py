@@ -5,6 +5,7 @@ embeddings, report), and a stage restart that redoes only what is missing."""
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 from pathlib import Path
@@ -45,6 +46,12 @@ def test_reduced_demo_runs_end_to_end_and_prints_the_table(demo: Path) -> None:
     assert table.count("mean ± std") >= 4
     assert (esc / "results.csv").is_file() and (esc / "curves.png").stat().st_size > 1000
     assert len(list((demo / "masks").glob("*.png"))) >= 3
+    # stage 3: the learning benchmark on keyword spotting, pretrained vs random init vs fbank
+    if shutil.which("espeak-ng"):
+        kws = json.loads((demo / "probe" / "eval" / "espeak_kws" / "results.json").read_text())
+        kinds = {row["kind"] for row in kws["rows"]}
+        assert {"checkpoint", "random", "fbank"} <= kinds
+        assert "espeak_kws" in stdout and "maeast_patch-random" in stdout
 
 
 def test_a_stage_restart_redoes_only_what_is_missing(demo: Path) -> None:

@@ -20,7 +20,7 @@ folds="1 2 3 4 5"
 family=eat
 stage=0
 stop_stage=100
-quick=()
+quick=() probe_quick=(--steps 400)
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) out="$2"; shift 2 ;;
@@ -29,7 +29,8 @@ while [ $# -gt 0 ]; do
         --family) family="$2"; shift 2 ;;
         --stage) stage="$2"; shift 2 ;;
         --stop-stage) stop_stage="$2"; shift 2 ;;
-        --pretrain-steps|--epochs) quick+=("$1" "$2"); shift 2 ;;
+        --pretrain-steps) quick+=("$1" "$2"); probe_quick=(--steps "$2" --max-per-split 60); shift 2 ;;
+        --epochs) quick+=("$1" "$2"); shift 2 ;;
         -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
@@ -60,7 +61,7 @@ fi
 if run_stage 3; then
     if command -v espeak-ng >/dev/null 2>&1; then
         echo "== stage 3: does pretraining help? keyword spotting on unseen accents (recipes/probe)"
-        bash recipes/probe/run.sh --out "$out/probe" --tasks espeak_kws --families maeast_patch --steps 400 \
+        bash recipes/probe/run.sh --out "$out/probe" --tasks espeak_kws --families maeast_patch "${probe_quick[@]}" \
             --seeds 3 --no-install --stage 1 2>&1 | grep -v " INFO " | sed -n '/stage 5/,$p'
     else
         echo "== stage 3: skipped: espeak-ng is not installed (apt-get install espeak-ng)"

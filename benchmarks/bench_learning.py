@@ -74,7 +74,7 @@ def report(out: Path) -> int:
                 minutes[name.strip()] = float(secs.strip()[:-1]) / 60
     tasks = results["tasks"]
     print(f"probe: {results['probe']}, seeds: {results['seeds']}; test accuracy %, mean ± std over seeds\n")
-    header = f"{'task':18s} {'family':14s} {'pretrained':>13s} {'random init':>13s} {'fbank stats':>13s} {'Δ random':>14s} {'Δ fbank':>14s}"
+    header = f"{'task':18s} {'family':18s} {'pretrained':>13s} {'random init':>13s} {'fbank stats':>13s} {'Δ random':>14s} {'Δ fbank':>14s}"
     print(header)
     print("-" * len(header))
     wins: Dict[str, List[str]] = {}
@@ -85,7 +85,7 @@ def report(out: Path) -> int:
         for fam, d in fams.items():
             p, r, f, m = d["pretrained"], d["random"], d["fbank"], d["margins"]
             dr, df = m.get("random", {}), m.get("fbank", {})
-            print(f"{name:18s} {fam:14s} {pct(p['test_mean'], p['test_std']):>13s} "
+            print(f"{name:18s} {fam:18s} {pct(p['test_mean'], p['test_std']):>13s} "
                   f"{pct(r['test_mean'], r['test_std']) if r else '—':>13s} {pct(f['test_mean']) if f else '—':>13s} "
                   f"{pct(dr.get('mean'), dr.get('std')):>14s} {pct(df.get('mean'), df.get('std')):>14s}")
             margin = dr.get("mean", float("nan"))

@@ -2,7 +2,7 @@
 # The offline demo: a generated ESC-50-style corpus, then the real ESC-50 recipe on it with tiny
 # presets on the CPU: pretrain EAT-tiny -> linear probe and fine-tuning on the 5 folds, next to the
 # same encoder randomly initialised -> embeddings -> results table, mask pictures, training curves.
-# Needs no network and no GPU; sets up its own environment. About ten minutes on 2 cores.
+# Needs no network and no GPU; sets up its own environment. Six to eight minutes on 2 cores.
 #
 #   bash recipes/demo/run.sh [--out DIR] [--family F] [--clips-per-fold N] [--folds "1 2 3 4 5"] [--stage N] [--stop-stage N]
 #                            [--pretrain-steps N] [--epochs N]      (shorter runs, e.g. for CI)

@@ -133,9 +133,9 @@ class EATConfig:
     # None (default, upstream's code): the numbers are absolute. Measured at CPU scale the shaped
     # teacher did not help: on the five real-audio tasks (recipes/probe, eat_tiny, 5 000 updates)
     # shaped minus absolute was -3.6..+6.9 probe points, neither more than 4.3 above random init,
-    # and the demo's 600-update ESC-50-style run
-    # fell from 46.9 to 23.1 % (probe) and 44.4 to 29.4 % (fine-tuning): a teacher with an
-    # 8-update time constant tracks a student trained on 128 clips too closely.
+    # and the demo's 600-update ESC-50-style run fell from 46.9 to 23.1 % (probe) and 44.4 to
+    # 29.4 % (fine-tuning): a teacher with an 8-update time constant tracks a student trained on
+    # 128 clips too closely.
     ema_reference_steps: Optional[int] = None
 
     def __post_init__(self) -> None:

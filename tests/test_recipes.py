@@ -75,3 +75,20 @@ def test_a_stage_restart_redoes_only_what_is_missing(demo: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     after = json.loads((redo / "results.json").read_text())
     assert after["metrics"] == before["metrics"] and after["selected_epoch"] == before["selected_epoch"]
+
+
+def test_every_recipe_masks_what_its_paper_masks_at_the_recipes_grid() -> None:
+    """A preset's absolute mask count is for its own grid: SSAST-mini's 24 of 32 patches became
+    24 of 256 (9 %) in the ESC-50 tiny config. Each config, built as it is, hides ~75 % as SSAST
+    (400 of 512) does."""
+    from audiossl.models.registry import build_config
+    from audiossl.train.pretrain import load_config
+
+    for path in sorted(REPO.glob("recipes/*/conf/pretrain_*.yaml")):
+        cfg = load_config(path, ["--data.train", "x.h5"])
+        if not cfg.model.startswith("ssast"):
+            continue
+        model_cfg = build_config(cfg.model, **cfg.model_args)
+        grid = model_cfg.encoder.pos_grid
+        share = model_cfg.num_masked / (grid[0] * grid[1])
+        assert 0.7 <= share <= 0.8, f"{path.relative_to(REPO)}: {model_cfg.num_masked} of {grid[0] * grid[1]} tokens"

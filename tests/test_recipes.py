@@ -60,7 +60,7 @@ def test_a_stage_restart_redoes_only_what_is_missing(demo: Path) -> None:
     redo = esc / "finetune" / "pretrained" / "fold2"
     before = json.loads((redo / "results.json").read_text())
     stamp = kept.stat().st_mtime_ns
-    args = ["recipes/esc50/run.sh", "--data", str(demo / "corpus"), "--family", "eat", "--size", "tiny",
+    args = ["recipes/esc50/run.sh", "--data", str(demo / "corpus"), "--family", "ssast_patch", "--size", "tiny",
             "--out", str(esc), "--folds", "1 2", "--random-baseline", "--epochs", "2", "--stage", "5", "--stop-stage", "5"]
 
     (redo / "results.json").unlink()  # as if killed after the last epoch, before the results

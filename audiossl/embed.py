@@ -180,7 +180,7 @@ class Embedder(nn.Module):
         imported EAT), with the front end, normaliser and ``target_length`` it stores.
         ``"auto"`` pooling and layers (and ``layer_mean=None``) are what the checkpoint records
         (:func:`embedding_defaults`); an explicit ``layers`` without ``layer_mean`` stacks them."""
-        from audiossl.train.checkpoint import encoder_from_checkpoint
+        from audiossl.models.registry import encoder_from_checkpoint
 
         encoder, ckpt = encoder_from_checkpoint(checkpoint, which=which)
         if ckpt.get("fbank") is not None:

@@ -82,7 +82,7 @@ def load_model(model_file_path: str = "", *, upsample: int = 1, preset: Optional
     else:
         from audiossl.features import FbankConfig, Normalizer
         from audiossl.models.registry import build_model, family_of
-        from audiossl.train.checkpoint import native_payload
+        from audiossl.checkpoint import native_payload
 
         preset = preset or "eat_base"
         logger.warning("no checkpoint given: HEAR model with random %s weights", preset)

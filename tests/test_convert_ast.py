@@ -32,14 +32,8 @@ from audiossl.convert.ast import (
 from audiossl.features import FbankConfig, Normalizer
 from audiossl.masking.base import MaskInfo
 from audiossl.models.registry import model_from_config
-from audiossl.train.checkpoint import (
-    CheckpointError,
-    check_state_dict,
-    encoder_from_checkpoint,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
+from audiossl.checkpoint import CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
+from audiossl.models.registry import encoder_from_checkpoint, model_from_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "convert"
 TOL = 1e-4

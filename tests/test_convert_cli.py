@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from audiossl.convert import convert_payload, read_safetensors, write_safetensors
-from audiossl.train.checkpoint import encoder_from_checkpoint, load_checkpoint, save_checkpoint
+from audiossl.checkpoint import load_checkpoint, save_checkpoint
+from audiossl.models.registry import encoder_from_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "convert"
 

@@ -32,7 +32,8 @@ from audiossl.convert.eat import CONVERTERS, convert_eat, convert_eat_hf
 from audiossl.masking.base import MaskInfo
 from audiossl.models.eat import EAT
 from audiossl.models.encoder import Encoder
-from audiossl.train.checkpoint import CheckpointError, encoder_from_checkpoint, model_from_checkpoint, save_checkpoint
+from audiossl.checkpoint import CheckpointError, save_checkpoint
+from audiossl.models.registry import encoder_from_checkpoint, model_from_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "convert"
 TOL = 1e-4

@@ -22,14 +22,8 @@ from audiossl.models.encoder import Encoder
 from audiossl.models.jepa import JEPA, JEPAConfig, JEPAPredictor
 from audiossl.models.registry import model_from_config
 from audiossl.nn.pos_embed import sincos_2d
-from audiossl.train.checkpoint import (
-    CheckpointError,
-    check_state_dict,
-    encoder_from_checkpoint,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
+from audiossl.checkpoint import CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
+from audiossl.models.registry import encoder_from_checkpoint, model_from_checkpoint
 
 FIXTURE = Path(__file__).parent / "fixtures" / "convert" / "ijepa.pt"
 TOL = 1e-4

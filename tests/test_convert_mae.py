@@ -26,13 +26,8 @@ from audiossl.models.encoder import Encoder
 from audiossl.models.mae import MAE, mae_config
 from audiossl.models.registry import model_from_config
 from audiossl.nn.pos_embed import sincos_2d
-from audiossl.train.checkpoint import (
-    CheckpointError,
-    check_state_dict,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
+from audiossl.checkpoint import CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
+from audiossl.models.registry import model_from_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "convert"
 TOL = 1e-4

@@ -21,7 +21,8 @@ from audiossl.convert.maeast import CONVERTERS, convert_maeast, plan_maeast
 from audiossl.features import FbankConfig
 from audiossl.masking.base import MaskInfo
 from audiossl.models.registry import model_from_config
-from audiossl.train.checkpoint import CheckpointError, check_state_dict, model_from_checkpoint
+from audiossl.checkpoint import CheckpointError, check_state_dict
+from audiossl.models.registry import model_from_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "convert"
 TOL = 1e-4

@@ -21,7 +21,7 @@ from audiossl.audio import load
 from audiossl.embed import Embedder, auto_pooling, embed_files, embedding_defaults, read_embeddings
 from audiossl.features import FbankConfig, Normalizer, fbank
 from audiossl.models.registry import build_model
-from audiossl.train.checkpoint import native_payload, save_checkpoint
+from audiossl.checkpoint import native_payload, save_checkpoint
 
 TARGET = 128
 ATOL = 1e-5

@@ -19,7 +19,7 @@ from audiossl.evaluate import evaluate, standard_representations
 from audiossl.evaluate import runner as runner_module
 from audiossl.features import FbankConfig, Normalizer
 from audiossl.models.registry import build_model
-from audiossl.train.checkpoint import native_payload, save_checkpoint
+from audiossl.checkpoint import native_payload, save_checkpoint
 
 WORDS = ("yes", "no", "stop")
 VOICES = {

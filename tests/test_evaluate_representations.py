@@ -22,7 +22,7 @@ from audiossl.evaluate.representations import (
 from audiossl.evaluate.tasks import Split, Task
 from audiossl.features import FbankConfig, Normalizer, fbank, mel_banks
 from audiossl.models.registry import build_model
-from audiossl.train.checkpoint import native_payload, save_checkpoint
+from audiossl.checkpoint import native_payload, save_checkpoint
 
 SR = 16000
 
@@ -106,7 +106,7 @@ def sine_task(tmp_path_factory):
 
 
 def test_random_init_is_reproducible_per_seed_and_differs_from_pretrained(checkpoint, sine_task):
-    from audiossl.train.checkpoint import load_checkpoint
+    from audiossl.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     rng_before = torch.get_rng_state()

@@ -12,7 +12,7 @@ import torch
 from audiossl import hear
 from audiossl.features import FbankConfig, Normalizer
 from audiossl.models.registry import build_model
-from audiossl.train.checkpoint import native_payload, save_checkpoint
+from audiossl.checkpoint import native_payload, save_checkpoint
 
 SR = 16000
 

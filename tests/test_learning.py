@@ -19,7 +19,7 @@ import torch
 from audiossl.data.store import FbankStore, compute_stats, precompute, write_normalizer
 from audiossl.embed import Embedder
 from audiossl.evaluate import probe_accuracy, random_payload
-from audiossl.train.checkpoint import load_checkpoint
+from audiossl.checkpoint import load_checkpoint
 from audiossl.train.pretrain import PretrainConfig, pretrain
 
 ROOT = Path(__file__).resolve().parent.parent

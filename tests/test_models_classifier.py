@@ -5,15 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from audiossl.models.classifier import (
-    Classifier,
-    ClassifierConfig,
-    classifier_from_checkpoint,
-    classifier_from_preset,
-    split_head_kind,
-)
+from audiossl.checkpoint import CheckpointError, native_payload
+from audiossl.models.classifier import Classifier, ClassifierConfig, split_head_kind
+from audiossl.models.downstream import classifier_from_checkpoint, classifier_from_preset
 from audiossl.models.registry import build_config, build_model
-from audiossl.train.checkpoint import CheckpointError, native_payload
 
 
 def _x(b: int = 2, t: int = 64) -> torch.Tensor:

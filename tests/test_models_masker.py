@@ -17,7 +17,7 @@ from audiossl.models.masker import (
     adversary_weight,
     masker_config,
 )
-from audiossl.train.checkpoint import CheckpointError, native_payload
+from audiossl.checkpoint import CheckpointError, native_payload
 
 LOG_KEYS = {
     "loss", "keep_fraction", "rec_error_learned", "rec_error_random", "rec_error_ratio", "reg_mean", "reg_entropy",

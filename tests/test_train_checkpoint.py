@@ -13,17 +13,8 @@ import pytest
 import torch
 
 from audiossl.models.registry import build_model
-from audiossl.train.checkpoint import (
-    CheckpointError,
-    Stub,
-    check_state_dict,
-    encoder_from_checkpoint,
-    load_checkpoint,
-    load_foreign,
-    model_from_checkpoint,
-    native_payload,
-    save_checkpoint,
-)
+from audiossl.checkpoint import CheckpointError, Stub, check_state_dict, load_checkpoint, load_foreign, native_payload, save_checkpoint
+from audiossl.models.registry import encoder_from_checkpoint, model_from_checkpoint
 
 
 def test_round_trip_rebuilds_the_model_and_its_encoders(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from audiossl.convert import convert, export_ast_hf_folder
-    from audiossl.train.checkpoint import CheckpointError, load_checkpoint
+    from audiossl.checkpoint import CheckpointError, load_checkpoint
 
     options = {}
     for item in args.option:

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from audiossl.data.manifest import ManifestError
     from audiossl.embed import embed_files
-    from audiossl.train.checkpoint import CheckpointError
+    from audiossl.checkpoint import CheckpointError
 
     try:
         summary = embed_files(

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from audiossl.audio import AudioError
     from audiossl.data.manifest import ManifestError
     from audiossl.evaluate import EvaluateError, evaluate, standard_representations
-    from audiossl.train.checkpoint import CheckpointError
+    from audiossl.checkpoint import CheckpointError
 
     try:
         tasks = _named(args.task, "--task")

@@ -38,7 +38,7 @@ def run_mode(args: argparse.Namespace, mode: Optional[str]) -> int:
     """Shared by ``finetune`` and ``linprobe`` (which passes ``mode="linprobe"``)."""
     import yaml
 
-    from audiossl.train.checkpoint import CheckpointError
+    from audiossl.checkpoint import CheckpointError
     from audiossl.train.finetune import TrainingError, finetune, load_config
 
     overrides = list(args.overrides)

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from audiossl.train.checkpoint import CheckpointError
+    from audiossl.checkpoint import CheckpointError
     from audiossl.train.pretrain import TrainingError, load_config, pretrain
 
     try:

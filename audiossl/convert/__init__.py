@@ -1,7 +1,7 @@
 """Import official checkpoints into native ones: ``convert("eat", "EAT-base.pt", "eat.pt")``.
 
 Each source module exposes ``CONVERTERS`` (source name -> function taking what the upstream file
-holds and returning a native payload, see :mod:`audiossl.train.checkpoint`); this module reads the
+holds and returning a native payload, see :mod:`audiossl.checkpoint`); this module reads the
 file (PyTorch pickle, safetensors, or a Hugging Face folder with ``config.json``), dispatches and
 writes the result atomically. Converters do no I/O, so they are tested on in-memory dicts.
 """
@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-from audiossl.train.checkpoint import CheckpointError, PathLike, load_foreign, save_checkpoint
+from audiossl.checkpoint import CheckpointError, PathLike, load_foreign, save_checkpoint
 
 # source -> module defining it; imported lazily so one broken importer cannot break the others.
 _SOURCES: Dict[str, str] = {
@@ -167,7 +167,7 @@ def export_ast_hf_folder(checkpoint: PathLike, out_dir: PathLike, **kwargs: Any)
     """Write a native patch model as a Hugging Face ``ASTForAudioClassification`` folder
     (``model.safetensors``, ``config.json``, ``preprocessor_config.json``)."""
     from audiossl.convert.ast import export_ast_hf, export_ast_hf_preprocessor
-    from audiossl.train.checkpoint import load_checkpoint
+    from audiossl.checkpoint import load_checkpoint
 
     payload = load_checkpoint(checkpoint)
     state, config = export_ast_hf(payload, **kwargs)

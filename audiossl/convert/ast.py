@@ -59,7 +59,8 @@ from audiossl.convert.common import (
 from audiossl.features import FbankConfig, Normalizer
 from audiossl.models.encoder import Encoder, EncoderConfig, family_config
 from audiossl.models.ssast import SSASTConfig
-from audiossl.train.checkpoint import CheckpointError, model_from_checkpoint
+from audiossl.checkpoint import CheckpointError
+from audiossl.models.registry import model_from_checkpoint
 
 __all__ = [
     "CONVERTERS",

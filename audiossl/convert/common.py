@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from audiossl.models.registry import model_from_config
 from audiossl.nn.pos_embed import sincos_2d
-from audiossl.train.checkpoint import CheckpointError, load_state_dict, native_payload
+from audiossl.checkpoint import CheckpointError, load_state_dict, native_payload
 
 __all__ = [
     "IMAGENET_PIXEL_NORM",

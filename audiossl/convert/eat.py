@@ -41,7 +41,7 @@ from audiossl.features import FbankConfig
 from audiossl.models.eat import EAT, EATConfig, eat_config
 from audiossl.models.encoder import Encoder, EncoderConfig, family_config
 from audiossl.nn.pos_embed import sincos_2d
-from audiossl.train.checkpoint import CheckpointError, check_state_dict, native_payload
+from audiossl.checkpoint import CheckpointError, check_state_dict, native_payload
 
 __all__ = ["CONVERTERS", "convert_eat", "convert_eat_hf"]
 

@@ -34,7 +34,7 @@ from audiossl.convert.common import (
 )
 from audiossl.models.encoder import family_config
 from audiossl.models.jepa import JEPAConfig
-from audiossl.train.checkpoint import CheckpointError
+from audiossl.checkpoint import CheckpointError
 
 __all__ = ["CONVERTERS", "convert_ijepa", "plan_ijepa"]
 

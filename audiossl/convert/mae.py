@@ -56,7 +56,7 @@ from audiossl.features import FbankConfig, Normalizer
 from audiossl.models.encoder import EncoderConfig, family_config
 from audiossl.models.mae import MAEConfig
 from audiossl.tokenizers import grid_shape
-from audiossl.train.checkpoint import CheckpointError
+from audiossl.checkpoint import CheckpointError
 
 __all__ = [
     "CONVERTERS",

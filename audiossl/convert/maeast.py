@@ -38,7 +38,7 @@ from audiossl.features import FbankConfig
 from audiossl.models.encoder import family_config
 from audiossl.models.maeast import MAEASTConfig
 from audiossl.nn.pos_embed import sincos_1d
-from audiossl.train.checkpoint import CheckpointError
+from audiossl.checkpoint import CheckpointError
 
 __all__ = ["CONVERTERS", "convert_maeast", "plan_maeast"]
 

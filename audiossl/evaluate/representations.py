@@ -327,7 +327,7 @@ def _embed_split(embedder, logmels, batch_size: int, bar) -> np.ndarray:
 
 def _encoder_pass(key: PassKey, task: Task, waves: WaveCache, device: str, batch_size: int, progress: bool):
     from audiossl.embed import Embedder
-    from audiossl.train.checkpoint import load_checkpoint
+    from audiossl.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(key.path)
     if key.kind == "random":

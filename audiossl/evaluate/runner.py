@@ -182,7 +182,7 @@ class _TaskRun:
 def _has_cls(path: str) -> bool:
     """Whether the checkpoint's encoder has a prefix token (``--pooling cls`` rows of a CLS-less
     family, MAE-AST or I-JEPA, are left out instead of stopping a multi-family run)."""
-    from audiossl.train.checkpoint import encoder_from_checkpoint
+    from audiossl.models.registry import encoder_from_checkpoint
 
     return encoder_from_checkpoint(path)[0].num_prefix > 0
 

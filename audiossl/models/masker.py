@@ -72,7 +72,7 @@ from audiossl.masking.learned import (
 )
 from audiossl.masking.random import random_mask
 from audiossl.models.mae import MAE, MAEConfig, mae_config
-from audiossl.train.checkpoint import CheckpointError, PathLike, load_state_dict
+from audiossl.checkpoint import CheckpointError, PathLike, load_state_dict
 
 __all__ = [
     "AdaptiveMasker",

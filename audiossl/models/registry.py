@@ -1,5 +1,7 @@
 """One registry of named presets across the objectives, so recipes and the CLI can say
-``model: eat_base`` and checkpoints can rebuild a model from ``(family, config dict)``.
+``model: eat_base`` and checkpoints can rebuild a model from ``(family, config dict)``
+(:func:`model_from_checkpoint`, :func:`encoder_from_checkpoint`: the native format itself lives
+in :mod:`audiossl.checkpoint`, below every model).
 
 Each family module keeps its own ``<FAMILY>_PRESETS`` (name -> config factory) and
 ``<family>_config(name, **overrides)``; this module only indexes them. ``encoder={...}`` in the
@@ -9,10 +11,11 @@ overrides replaces encoder fields, as in the family functions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from torch import nn
 
+from audiossl.checkpoint import CheckpointError, PathLike, load_checkpoint, load_state_dict
 from audiossl.models import classifier, eat, jepa, mae, maeast, masker, ssast
 from audiossl.models.encoder import Encoder, EncoderConfig
 
@@ -103,3 +106,48 @@ def model_from_config(family: str, config: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"unknown model family {family!r}; choose from {', '.join(sorted(known))}")
     spec = known[family]
     return spec.model(spec.config_cls.from_dict(dict(config)))
+
+
+# Which sub-module a downstream user gets from an objective: EAT fine-tunes its student; I-JEPA
+# evaluates the target (EMA) encoder, as upstream's evaluation does.
+DEFAULT_ENCODER = {"jepa": "target_encoder"}
+_ENCODER_ATTRS = {"student": "encoder", "teacher": None, "encoder": "encoder", "target_encoder": "target_encoder"}
+_TEACHER_ATTRS = ("teacher", "target_encoder")
+
+
+def model_from_checkpoint(ckpt: Union[PathLike, Mapping[str, Any]], *, map_location: Any = "cpu") -> nn.Module:
+    """Rebuild the checkpoint's model from its family and config and load its weights."""
+    path = None
+    if not isinstance(ckpt, Mapping):
+        path = ckpt
+        ckpt = load_checkpoint(ckpt, map_location=map_location)
+    try:
+        model = model_from_config(ckpt["family"], ckpt["config"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(path, f"its config does not build a {ckpt['family']!r} model: {e}") from e
+    return load_state_dict(model, ckpt["model"], path=path)
+
+
+def encoder_from_checkpoint(
+    ckpt: Union[PathLike, Mapping[str, Any]], *, which: Optional[str] = None, map_location: Any = "cpu"
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    """The encoder a downstream task uses, and the checkpoint dict (for ``fbank``/``normalizer``).
+
+    ``which``: ``"student"`` (the trained encoder), ``"teacher"`` (EAT's or I-JEPA's EMA copy) or
+    None for the family's default (:data:`DEFAULT_ENCODER`)."""
+    path = None
+    if not isinstance(ckpt, Mapping):
+        path = ckpt
+        ckpt = load_checkpoint(ckpt, map_location=map_location)
+    model = model_from_checkpoint(ckpt)
+    if isinstance(model, Encoder):
+        return model, dict(ckpt)
+    which = which or DEFAULT_ENCODER.get(ckpt["family"], "student")
+    if which == "teacher":
+        attr = next((a for a in _TEACHER_ATTRS if hasattr(model, a)), None)
+    else:
+        attr = _ENCODER_ATTRS.get(which, which)
+    enc = getattr(model, attr, None) if attr else None
+    if not isinstance(enc, Encoder):
+        raise CheckpointError(path, f"a {ckpt['family']!r} model has no {which!r} encoder")
+    return enc, dict(ckpt)

@@ -112,7 +112,7 @@ def _native_checkpoint(path: Path, preset: str, sample_rate: int = 16000, target
 
     from audiossl.features import FbankConfig, Normalizer
     from audiossl.models.registry import build_model, family_of
-    from audiossl.train.checkpoint import native_payload, save_checkpoint
+    from audiossl.checkpoint import native_payload, save_checkpoint
 
     torch.manual_seed(0)
     fb = FbankConfig.preset("ast").to_dict()

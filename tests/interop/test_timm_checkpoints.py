@@ -35,8 +35,9 @@ from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 
 from audiossl.audio import load  # noqa: E402
 from audiossl.features import FbankConfig, Normalizer, fbank, pad_or_crop  # noqa: E402
-from audiossl.models.classifier import classifier_from_checkpoint  # noqa: E402
-from audiossl.train.checkpoint import encoder_from_checkpoint, load_checkpoint  # noqa: E402
+from audiossl.models.downstream import classifier_from_checkpoint  # noqa: E402
+from audiossl.checkpoint import load_checkpoint  # noqa: E402
+from audiossl.models.registry import encoder_from_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.interop
 

@@ -21,8 +21,8 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 
 from audiossl.audio import load  # noqa: E402
 from audiossl.features import FbankConfig, Normalizer, fbank, pad_or_crop  # noqa: E402
-from audiossl.models.classifier import classifier_from_checkpoint  # noqa: E402
-from audiossl.train.checkpoint import load_checkpoint  # noqa: E402
+from audiossl.models.downstream import classifier_from_checkpoint  # noqa: E402
+from audiossl.checkpoint import load_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.interop
 

@@ -1,9 +1,12 @@
-"""Tests for audiossl/data/store.py: the precompute writer, the layout, shards and the reader."""
+"""Tests for audiossl/data/store_format.py (through audiossl.data.store): the layout, attrs and the reader.
+
+The corpus and the store built from it (``make_corpus``, ``build_store``) are shared by
+test_data_precompute.py, test_data_shards.py and test_store_cli.py.
+"""
 
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import shutil
 from pathlib import Path
@@ -15,10 +18,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-import torchaudio
 
 from audiossl import audio
 from audiossl.data import store as S
+from audiossl.data import store_format
 from audiossl.data.manifest import Manifest
 from audiossl.data.store import FbankStore, StoreError
 from audiossl.features import FbankConfig, Normalizer, fbank
@@ -107,9 +110,8 @@ def corpus(tmp_path_factory) -> Manifest:
     return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-@pytest.fixture(scope="module")
-def built(corpus, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("store") / "train.h5"
+def build_store(corpus: Manifest, out: Path) -> Path:
+    """The store every test of the store modules reads: two workers, several segments."""
     summary = S.precompute(
         corpus, out, FbankConfig.preset("ast"), normalizer=Normalizer.preset("esc50"), workers=2,
         segment_clips=3, progress=False,
@@ -118,47 +120,13 @@ def built(corpus, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def built(corpus, tmp_path_factory) -> Path:
+    return build_store(corpus, tmp_path_factory.mktemp("store") / "train.h5")
+
+
 # ---------------------------------------------------------------------------------------------
-# content
-
-
-def test_content_equals_direct_fbank_of_load(built, corpus):
-    store = FbankStore(built)
-    config = FbankConfig.preset("ast")
-    good = [i for i, c in enumerate(CLIPS) if c[0] not in BAD]
-    np.testing.assert_array_equal(store.manifest_index, good)
-    for i, row in enumerate(good):
-        expected = reference_fbank(corpus.table["path"].iat[row], config)
-        got = store.read(i)
-        assert got.dtype == np.float32 and got.shape == expected.shape
-        # float16 storage: the stored value is the float32 feature rounded once to half
-        np.testing.assert_array_equal(got, expected.astype(np.float16).astype(np.float32))
-        assert np.abs(got - expected).max() <= 2.0**-11 * np.abs(expected).max() + 1e-7
-
-
-def test_content_against_torchaudio_kaldi(built, corpus):
-    # Independent reference for the 16 kHz mono clip: soundfile + torchaudio's own kaldi.fbank.
-    x, rate = sf.read(corpus.table["path"].iat[0], dtype="float32")
-    w = torch.from_numpy(x)[None]
-    ref = torchaudio.compliance.kaldi.fbank(
-        w - w.mean(), htk_compat=True, sample_frequency=rate, use_energy=False, window_type="hanning",
-        num_mel_bins=128, dither=0.0, frame_shift=10,
-    ).numpy()
-    got = FbankStore(built).read(0)
-    assert got.shape == (98, 128)
-    # half precision (2^-11 relative) plus torchaudio's own thread-dependent noise in the floor bins
-    np.testing.assert_allclose(got, ref, rtol=2.0**-10, atol=1e-3)
-
-
-def test_true_frame_counts(built, corpus):
-    store = FbankStore(built)
-    by_id = {c[0]: c for c in CLIPS}
-    for i, cid in enumerate(store.ids):
-        rate, seconds = by_id[cid][2], by_id[cid][4]
-        n16 = len(audio.load(corpus.table["path"].iat[store.manifest_index[i]], sample_rate=16000))
-        assert abs(n16 - 16000 * seconds) <= 2  # resampled length
-        assert store.num_frames[i] == 1 + (n16 - 400) // 160  # snip_edges, 25 ms / 10 ms
-    assert store.num_frames[0] == 98  # 1 s at 16 kHz, the AST number
+# layout
 
 
 def test_chunk_layout_one_chunk_per_clip(built):
@@ -225,12 +193,12 @@ def test_choose_chunk_frames():
 
 
 def test_ragged_index():
-    idx = S._ragged_index(np.array([5, 0, 20]), np.array([2, 3, 0]))
+    idx = store_format._ragged_index(np.array([5, 0, 20]), np.array([2, 3, 0]))
     np.testing.assert_array_equal(idx, [5, 6, 0, 1, 2])
 
 
 # ---------------------------------------------------------------------------------------------
-# metadata, sidecar, windows
+# metadata and windows
 
 
 def test_attrs_labels_and_ids_round_trip(built, corpus):
@@ -254,21 +222,6 @@ def test_attrs_labels_and_ids_round_trip(built, corpus):
         store.check_config(FbankConfig.preset("mae_ast"))
     with pytest.raises(StoreError, match="remove_waveform_mean"):
         FbankStore(built, expect_config=FbankConfig.preset("mae_ast"))
-
-
-def test_skipped_sidecar(built, corpus):
-    lines = Path(str(built) + ".skipped.tsv").read_text().splitlines()
-    assert lines[0] == "manifest_index\tid\tpath\treason"
-    rows = [line.split("\t") for line in lines[1:]]
-    assert [r[1] for r in rows] == [c[0] for c in CLIPS if c[0] in BAD]
-    assert all(int(r[0]) == [c[0] for c in CLIPS].index(r[1]) for r in rows)
-    reasons = {r[1]: r[3] for r in rows}
-    assert reasons["short"].startswith("too short: 320 samples")
-    assert reasons["empty"] == "unreadable audio: empty file (0 bytes)"
-    assert reasons["text"].startswith("unreadable audio: unsupported or corrupt audio")
-    assert reasons["trunc"].startswith("unreadable audio: truncated")
-    assert [r[2] for r in rows] == [corpus.table["path"].iat[int(r[0])] for r in rows]
-    assert not Path(str(built) + ".partial.d").exists() and not Path(str(built) + ".partial").exists()
 
 
 def test_read_windows(built):
@@ -337,19 +290,6 @@ def test_reader_errors(tmp_path):
         FbankStore(other)
 
 
-def test_float32_and_gzip(corpus, built, tmp_path):
-    sub = corpus.subset(np.arange(4))
-    out32 = tmp_path / "f32.h5"
-    S.precompute(sub, out32, dtype="float32", compression="gzip", workers=1, progress=False)
-    s32, s16 = FbankStore(out32), FbankStore(built)
-    with h5py.File(out32, "r") as fh:
-        assert fh["fbank"].dtype == np.float32 and fh["fbank"].compression == "gzip"
-    for i in range(len(s32)):
-        expected = reference_fbank(sub.table["path"].iat[i], FbankConfig())
-        np.testing.assert_array_equal(s32.read(i), expected)  # exact in float32
-        np.testing.assert_array_equal(s32.read(i).astype(np.float16), s16.read(i).astype(np.float16))
-
-
 # ---------------------------------------------------------------------------------------------
 # processes
 
@@ -407,129 +347,3 @@ def test_stats_against_numpy(built, tmp_path):
         k: v for k, v in before.items() if k != "normalizer"
     }
     np.testing.assert_array_equal(after.read(3), store.read(3))
-
-
-# ---------------------------------------------------------------------------------------------
-# resume (in process) and refusal of foreign segments
-
-
-class _Interrupted(Exception):
-    pass
-
-
-def test_resume_after_interruption_and_foreign_segments(corpus, built, tmp_path, monkeypatch):
-    out = tmp_path / "r.h5"
-    real_assemble = S._assemble
-
-    def interrupted(*args, **kwargs):
-        raise _Interrupted
-
-    monkeypatch.setattr(S, "_assemble", interrupted)
-    with pytest.raises(_Interrupted):
-        S.precompute(corpus, out, normalizer=Normalizer.preset("esc50"), workers=1, segment_clips=4, progress=False)
-    seg_dir = Path(str(out) + ".partial.d")
-    assert len(list(seg_dir.glob("seg-*.h5"))) == 4 and not out.exists()
-    monkeypatch.setattr(S, "_assemble", real_assemble)
-
-    with pytest.raises(StoreError, match="different run.*dtype.*delete this folder"):
-        S.precompute(corpus, out, dtype="float32", workers=1, progress=False)
-    calls = []
-    monkeypatch.setattr(S, "_compute_clips", lambda task: calls.append(task) or [])
-    summary = S.precompute(corpus, out, normalizer=Normalizer.preset("esc50"), workers=1, progress=False)
-    assert calls == [] and summary.resumed == len(CLIPS) and summary.processed == 0
-    assert not seg_dir.exists()
-    assert_same_store(FbankStore(out), FbankStore(built))
-    assert FbankStore(out).attrs == FbankStore(built).attrs
-
-    # the finished store is not rebuilt, and another manifest's output is refused
-    assert S.precompute(corpus, out, normalizer=Normalizer.preset("esc50"), workers=1, progress=False).processed == 0
-    with pytest.raises(StoreError, match="another manifest/config"):
-        S.precompute(corpus.subset(np.arange(3)), out, workers=1, progress=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# shards
-
-
-@pytest.fixture(scope="module")
-def shards(corpus, tmp_path_factory) -> List[Path]:
-    root = tmp_path_factory.mktemp("shards")
-    paths = []
-    for i in range(3):
-        path = root / f"train.shard-{i}-of-3.h5"
-        S.precompute(corpus, path, normalizer=Normalizer.preset("esc50"), workers=1, shard=(i, 3), progress=False)
-        paths.append(path)
-    return paths
-
-
-def test_shard_blocks(shards, corpus):
-    n = len(CLIPS)
-    for i, path in enumerate(shards):
-        store = FbankStore(path)
-        lo, hi = S.shard_rows(n, i, 3)
-        assert (store.attrs["row_start"], store.attrs["row_stop"]) == (lo, hi) == (i * n // 3, (i + 1) * n // 3)
-        assert store.attrs["shard_index"] == i and store.attrs["num_shards"] == 3
-        assert store.attrs["manifest_sha256"] == S.manifest_sha256(corpus)
-        assert all(lo <= r < hi for r in store.manifest_index)
-
-
-def test_merge_equals_unsharded(shards, built, tmp_path):
-    root = shards[0].parent
-    merged = root / "train.h5"
-    S.merge_shards(merged, list(reversed(shards)))  # any order
-    store = FbankStore(merged)
-    assert store.is_virtual
-    assert_same_store(store, FbankStore(built))
-    assert store.attrs["num_skipped"] == 4 and store.normalizer == Normalizer.preset("esc50")
-    assert store.attrs["manifest_sha256"] == FbankStore(built).attrs["manifest_sha256"]
-    sidecar = Path(str(merged) + ".skipped.tsv").read_text().splitlines()
-    assert sorted(line.split("\t")[1] for line in sidecar[1:]) == sorted(BAD)
-    stats, ref = S.compute_stats(store, progress=False), S.compute_stats(FbankStore(built), progress=False)
-    assert (stats.count, stats.mean, stats.std) == (ref.count, ref.mean, ref.std)
-    with h5py.File(merged, "r") as fh:
-        names = [v.file_name for v in fh["fbank"].virtual_sources()]
-    assert all(not os.path.isabs(n) for n in names)
-
-    # the folder moves as a whole and opens from any working directory
-    moved = tmp_path / "elsewhere"
-    shutil.copytree(root, moved)
-    cwd = os.getcwd()
-    try:
-        os.chdir(tmp_path)
-        assert_same_store(FbankStore(moved / "train.h5"), FbankStore(built))
-    finally:
-        os.chdir(cwd)
-
-    # a shard replaced by another file after the merge is refused
-    swapped = tmp_path / "swapped"
-    shutil.copytree(root, swapped)
-    shutil.copy(swapped / shards[0].name, swapped / shards[1].name)
-    with pytest.raises(StoreError, match=r"train\.shard-1-of-3\.h5 has fbank \(\d+, 128\) float16, the merged store expects"):
-        FbankStore(swapped / "train.h5")
-
-    # a shard deleted after the merge is named at open, and at the re-open of a pickled reader
-    reader = FbankStore(moved / "train.h5")
-    (moved / shards[1].name).unlink()
-    with pytest.raises(StoreError, match=r"train\.shard-1-of-3\.h5 is missing"):
-        FbankStore(moved / "train.h5")
-    with pytest.raises(StoreError, match=r"train\.shard-1-of-3\.h5 is missing"):
-        pickle.loads(pickle.dumps(reader)).read(0)
-
-
-def test_merge_refuses_missing_or_foreign_shards(shards, corpus, tmp_path):
-    with pytest.raises(StoreError, match=r"missing shard\(s\) 1 of 3"):
-        S.merge_shards(tmp_path / "m.h5", [shards[0], shards[2]])
-    with pytest.raises(StoreError, match="given twice"):
-        S.merge_shards(tmp_path / "m.h5", [shards[0], shards[0], shards[1], shards[2]])
-    other = tmp_path / "other.shard-1-of-3.h5"
-    S.precompute(corpus, other, FbankConfig.preset("mae_ast"), workers=1, shard=(1, 3), progress=False)
-    with pytest.raises(StoreError, match="fbank_config differs"):
-        S.merge_shards(tmp_path / "m.h5", [shards[0], other, shards[2]])
-    assert not (tmp_path / "m.h5").exists()
-
-
-def test_parse_shard():
-    assert S.parse_shard("2/4") == (2, 4)
-    for bad in ("4/4", "-1/3", "1", "a/b", "0/0"):
-        with pytest.raises(ValueError):
-            S.parse_shard(bad)

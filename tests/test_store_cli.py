@@ -17,22 +17,21 @@ import pandas as pd
 import pytest
 
 from audiossl.cli import main
-from audiossl.data import store as S
 from audiossl.data.manifest import Manifest, read_manifest, write_manifest
 from audiossl.data.store import FbankStore
 from audiossl.features import Normalizer
 
 from test_store import assert_same_store, make_corpus
 
-# Runs the CLI in a fresh interpreter that SIGKILLs itself on the (after+1)-th call of one store
+# Runs the CLI in a fresh interpreter that SIGKILLs itself on the (after+1)-th call of one writer
 # function: a kill -9 landing at an exact, chosen moment.
 SELF_KILL = """
 import os, shutil, signal, sys
-import audiossl.data.store as S
+import audiossl.data.precompute as P
 from audiossl.cli import main
 name, after = sys.argv[1], int(sys.argv[2])
 calls = [0]
-owner = shutil if name == "rmtree" else S
+owner = shutil if name == "rmtree" else P
 original = getattr(owner, name)
 def wrapped(*args, **kwargs):
     calls[0] += 1

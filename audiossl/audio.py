@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ import numpy as np
 import soundfile as sf
 import torch
 from torch import Tensor
+
+from audiossl.files import atomic_path, file_problem, no_space_error
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +75,9 @@ class AudioInfo:
 def _check_file(path: str, name: Optional[str] = None) -> None:
     """``name`` is what the error reports (``pack.h5#7`` for a row of ``pack.h5``)."""
     name = path if name is None else name
-    if not os.path.exists(path):
-        raise AudioError(name, "no such file")
-    if os.path.isdir(path):
-        raise AudioError(name, "is a directory, not an audio file")
-    if os.path.getsize(path) == 0:
-        raise AudioError(name, "empty file (0 bytes)")
+    problem = file_problem(path, what="audio file")
+    if problem is not None:
+        raise AudioError(name, problem)
 
 
 def _riff_truncation(path: str) -> Optional[Tuple[int, int]]:
@@ -279,11 +279,13 @@ def save_wav(path: PathLike, waveform: Union[Tensor, np.ndarray], sample_rate: i
         data = data.T
     elif data.ndim != 1:
         raise ValueError(f"waveform must be (N,) or (channels, N), got shape {data.shape}")
-    partial = path.with_name(path.name + ".partial")
-    try:
-        sf.write(str(partial), data, int(sample_rate), subtype=subtype, format="WAV")
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as partial:
+        try:
+            sf.write(str(partial), data, int(sample_rate), subtype=subtype, format="WAV")
+        except sf.LibsndfileError as e:
+            # libsndfile reports a failed write as "System error." without the errno: a folder
+            # that cannot take the samples is a full disk.
+            if shutil.disk_usage(partial.parent).free < data.size * 8:
+                raise no_space_error(path, e) from e
+            raise
     return path

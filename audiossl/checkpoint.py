@@ -24,19 +24,21 @@ job (:func:`audiossl.models.registry.model_from_checkpoint`).
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
+import pickletools
+import zipfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 from torch import nn
 
 import audiossl
+from audiossl.files import PathLike, atomic_path, file_problem
 
 FORMAT = "audiossl"
 VERSION = 1
-PathLike = Union[str, os.PathLike]
 
 
 class CheckpointError(Exception):
@@ -80,27 +82,68 @@ def native_payload(
 
 
 def save_checkpoint(path: PathLike, payload: Mapping[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` through ``path.partial`` + rename: a kill mid-write leaves
-    the previous file intact."""
+    """Write ``payload`` to ``path`` through ``path.partial`` + rename: a kill, an error or a full
+    disk mid-write leaves the previous file intact and no partial file behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
-        torch.save(dict(payload), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        with open(partial, "wb") as f:  # a file object: a full disk surfaces as ENOSPC, not "unexpected pos"
+            torch.save(dict(payload), f)
     return path
 
 
 # ------------------------------------------------------------------------------------- reading
-def _torch_load(path: Path, *, weights_only: bool, map_location: Any) -> Any:
+def _torch_load(path: Path, *, weights_only: bool, map_location: Any, **kwargs: Any) -> Any:
     try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only)
+        return torch.load(path, map_location=map_location, weights_only=weights_only, **kwargs)
     except pickle.UnpicklingError:
+        if weights_only and not _is_pickle(path):
+            raise CheckpointError(path, _BROKEN) from None
         raise
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(path, f"cannot be read (truncated or not a PyTorch checkpoint): {e}") from e
+    except (ModuleNotFoundError, AttributeError):
+        if weights_only:
+            raise CheckpointError(path, _BROKEN) from None
+        raise  # trusted unpickling of a class that is not installed: load_foreign stubs it
+    except Exception as e:  # noqa: BLE001 - zip, EOF and memo errors all mean the same to a user
+        raise CheckpointError(path, f"{_BROKEN} ({type(e).__name__}: {_first_line(e)})") from e
+
+
+_BROKEN = "is not a readable PyTorch checkpoint (truncated, corrupt, or another kind of file)"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else "no detail"
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether ``path`` holds a well-formed pickle stream (a zip checkpoint's ``data.pkl``, or a
+    legacy file's leading magic-number pickle), read with :mod:`pickletools`, which parses opcodes
+    without running any. Random bytes or text fail at once; a checkpoint with pickled objects
+    parses. Tells "refused because it holds objects" from "broken"."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return False
+                stream: Any = io.BytesIO(z.read(name))
+        else:
+            stream = open(path, "rb")
+        with stream:
+            for _ in pickletools.genops(stream):
+                pass
+        return True
+    except Exception:  # noqa: BLE001 - any parse failure means "not a pickle"
+        return False
+
+
+def _check_file(path: Path) -> None:
+    problem = file_problem(path, what="checkpoint file")
+    if problem is not None:
+        inside = sorted(path.glob("*.pt"), key=lambda p: p.stat().st_mtime) if path.is_dir() else []
+        if inside:
+            problem += f"; pass one of its files, e.g. {inside[-1]}"
+        raise CheckpointError(path, problem)
 
 
 def _pickle_refusal(path: Path) -> CheckpointError:
@@ -116,8 +159,7 @@ def load_foreign(path: PathLike, *, trust: bool = False, map_location: Any = "cp
     """Load any PyTorch checkpoint: safely when it holds only tensors and containers, with full
     unpickling only when ``trust`` is set."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "no such file")
+    _check_file(path)
     try:
         return _torch_load(path, weights_only=True, map_location=map_location)
     except pickle.UnpicklingError:
@@ -127,8 +169,12 @@ def load_foreign(path: PathLike, *, trust: bool = False, map_location: Any = "cp
         return _torch_load(path, weights_only=False, map_location=map_location)
     except (ModuleNotFoundError, AttributeError):
         pass  # e.g. fairseq/omegaconf objects in `cfg`: stand-ins keep the tensors reachable
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(path, f"unpickling failed even when trusted: {_first_line(e)}") from e
     try:
-        return torch.load(path, map_location=map_location, weights_only=False, pickle_module=_stub_pickle)
+        return _torch_load(path, weights_only=False, map_location=map_location, pickle_module=_stub_pickle)
+    except CheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - any unpickling failure is reported with the file
         raise CheckpointError(path, f"unpickling failed even when trusted: {e}") from e
 
@@ -171,8 +217,7 @@ class _stub_pickle:  # noqa: N801 - torch.load wants a module-like object
 def load_checkpoint(path: PathLike, *, map_location: Any = "cpu") -> Dict[str, Any]:
     """A native checkpoint, loaded with ``weights_only=True`` and checked for its format keys."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "no such file")
+    _check_file(path)
     try:
         ckpt = _torch_load(path, weights_only=True, map_location=map_location)
     except pickle.UnpicklingError as e:

@@ -67,7 +67,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    from audiossl.files import OutputError
+
+    try:
+        return int(args._run(args) or 0)
+    except OutputError as e:  # a full disk or an unwritable output: one line, whatever the command
+        if args.verbose:
+            raise
+        logging.getLogger("audiossl").error("%s", e)
+        return 1
 
 
 if __name__ == "__main__":

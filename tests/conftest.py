@@ -111,3 +111,29 @@ def speech_store(make_speech: SpeechFactory, tmp_path_factory: pytest.TempPathFa
     precompute(read_manifest(wavs), out, workers=1, progress=False)
     write_normalizer(out, compute_stats(out, progress=False).to_normalizer())
     return out
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """Factory ``small_disk(kib) -> Path``: an empty folder on a tmpfs of ``kib`` KiB, for tests
+    of what a full disk does to a writer. Mounting needs root (CI and the dev machines run as
+    root); elsewhere the test is skipped with a message."""
+    import os
+
+    mounts = []
+
+    def make(kib: int = 512) -> Path:
+        if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("mounting a small tmpfs needs root: disk-full test skipped")
+        folder = tmp_path / f"disk{len(mounts)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(kib)}k", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): disk-full test skipped")
+        mounts.append(folder)
+        return folder
+
+    yield make
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

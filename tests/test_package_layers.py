@@ -21,7 +21,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "audiossl"
 # siblings that do not know each other.
 LAYERS: List[Set[str]] = [
     {"audiossl"},  # the package's __init__: __version__
-    {"files", "checkpoint", "audio"},
+    {"files"},
+    {"checkpoint", "audio"},
     {"features", "tokenizers", "nn"},
     {"masking"},
     {"data", "viz"},

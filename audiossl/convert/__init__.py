@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -19,6 +18,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 from audiossl.checkpoint import CheckpointError, PathLike, load_foreign, save_checkpoint
+from audiossl.files import atomic_path, atomic_write_text
 
 # source -> module defining it; imported lazily so one broken importer cannot break the others.
 _SOURCES: Dict[str, str] = {
@@ -91,15 +91,11 @@ def write_safetensors(path: PathLike, tensors: Dict[str, torch.Tensor], metadata
         offset += len(data)
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the format pads the header to 8 bytes
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
+    with atomic_path(path) as partial, open(partial, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
         for b in blobs:
             f.write(b)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
     return path
 
 
@@ -175,9 +171,7 @@ def export_ast_hf_folder(checkpoint: PathLike, out_dir: PathLike, **kwargs: Any)
     out.mkdir(parents=True, exist_ok=True)
     write_safetensors(out / "model.safetensors", state)
     for name, data in (("config.json", config), ("preprocessor_config.json", export_ast_hf_preprocessor(payload))):
-        tmp = out / (name + ".partial")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, out / name)
+        atomic_write_text(out / name, json.dumps(data, indent=2))
     return out
 
 

@@ -20,6 +20,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from audiossl.files import atomic_path, atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -44,25 +46,6 @@ def file_identity(path: Optional[PathLike]) -> Optional[Dict[str, Any]]:
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "rep"
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(fileobj)`` on ``path.partial``, fsync, rename to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with open(partial, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 class PassCache:
@@ -97,7 +80,8 @@ class PassCache:
         for split, x in features.items():
             arrays[split] = np.asarray(x, dtype=np.float32)
             arrays[f"ids_{split}"] = np.asarray(list(ids[split]), dtype=str)
-        atomic_write_bytes(path, lambda fh: np.savez(fh, **arrays))
+        with atomic_path(path) as partial, open(partial, "wb") as fh:
+            np.savez(fh, **arrays)
 
 
 class ProbeCache:

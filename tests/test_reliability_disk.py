@@ -1,0 +1,33 @@
+"""A full disk (a small tmpfs) gives a clear error naming the file, removes partial files and
+leaves the previous outputs intact (issue 13)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from audiossl.audio import save_wav
+from audiossl.checkpoint import load_checkpoint, native_payload, save_checkpoint
+from audiossl.files import OutputError
+from audiossl.models.registry import build_model
+
+
+def test_a_checkpoint_write_on_a_full_disk_keeps_the_previous_checkpoint(small_disk) -> None:
+    disk = small_disk(1024)
+    small = native_payload(build_model("maeast_patch_tiny"), family="maeast")
+    small["model"] = {k: v for k, v in list(small["model"].items())[:2]}
+    path = save_checkpoint(disk / "ckpt.pt", small)
+    before = path.read_bytes()
+    big = dict(small, model={"w": torch.randn(512 * 1024)})  # 2 MiB
+    with pytest.raises(OutputError, match=r"ckpt\.pt: cannot be written: no space left on device"):
+        save_checkpoint(path, big)
+    assert path.read_bytes() == before and load_checkpoint(path)["family"] == "maeast"
+    assert sorted(p.name for p in disk.iterdir()) == ["ckpt.pt"]
+
+
+def test_a_wav_write_on_a_full_disk_names_the_file(small_disk) -> None:
+    disk = small_disk(64)
+    with pytest.raises(OutputError, match=r"big\.wav: cannot be written: no space left on device"):
+        save_wav(disk / "big.wav", np.zeros(160_000, dtype=np.float32), 16000)
+    assert list(disk.iterdir()) == []

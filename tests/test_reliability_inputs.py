@@ -1,0 +1,75 @@
+"""Bad inputs get a clear error naming the file and the problem (issue 13): broken checkpoints
+are told from pickled ones, and paths that are not regular files say what they are."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiossl.audio import AudioError, info, load
+from audiossl.checkpoint import CheckpointError, load_checkpoint, load_foreign, native_payload, save_checkpoint
+from audiossl.models.registry import build_model
+
+
+@pytest.fixture
+def broken(tmp_path: Path):
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(3)}, good)
+    data = good.read_bytes()
+    files = {
+        "random": os.urandom(4096),
+        "text": b"hello world\n" * 100,
+        "truncated": data[: len(data) // 2],
+    }
+    for name, content in files.items():
+        (tmp_path / f"{name}.pt").write_bytes(content)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ["random", "text", "truncated"])
+@pytest.mark.parametrize("load", [load_checkpoint, load_foreign, lambda p: load_foreign(p, trust=True)])
+def test_a_broken_checkpoint_is_called_broken_not_pickled(broken: Path, name: str, load) -> None:
+    with pytest.raises(CheckpointError) as e:
+        load(broken / f"{name}.pt")
+    assert f"{name}.pt: is not a readable PyTorch checkpoint" in str(e.value)
+    assert "pickled" not in str(e.value) and "--trust-checkpoint" not in str(e.value)
+
+
+def test_a_pickled_checkpoint_is_still_refused_without_trust_and_loads_with_it(tmp_path: Path) -> None:
+    path = tmp_path / "fairseq.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "args": argparse.Namespace(lr=1e-3)}, path)
+    with pytest.raises(CheckpointError, match="holds pickled Python objects.*--trust-checkpoint"):
+        load_foreign(path)
+    with pytest.raises(CheckpointError, match="not a native audiossl checkpoint .it holds pickled"):
+        load_checkpoint(path)
+    assert load_foreign(path, trust=True)["args"].lr == 1e-3
+
+
+def test_a_directory_given_as_checkpoint_says_so_and_points_inside(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    save_checkpoint(run / "model.pt", native_payload(build_model("maeast_patch_tiny"), family="maeast"))
+    with pytest.raises(CheckpointError, match=r"run: is a directory, not a checkpoint file; pass one of its files, e\.g\. .*model\.pt"):
+        load_checkpoint(run)
+    with pytest.raises(CheckpointError, match=r"empty: is a directory, not a checkpoint file$"):
+        load_checkpoint((tmp_path / "empty").mkdir() or tmp_path / "empty")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "loop"])
+def test_special_files_are_named_for_what_they_are(tmp_path: Path, kind: str) -> None:
+    if kind == "fifo":
+        path, reason = tmp_path / "a.wav", "is a FIFO, not an audio file"
+        os.mkfifo(path)
+    elif kind == "dev_zero":
+        path, reason = Path("/dev/zero"), "is a character device, not an audio file"
+    else:
+        path, reason = tmp_path / "a.wav", "is a symbolic link loop"
+        os.symlink("a.wav", path)
+    for fn in (load, info):
+        with pytest.raises(AudioError, match=f"{path.name}: {reason}"):
+            fn(path)
+    with pytest.raises(CheckpointError, match=f"{path.name}: {reason.replace('an audio file', 'a checkpoint file')}"):
+        load_checkpoint(path)

@@ -1,4 +1,5 @@
-"""Tests for audiossl/data/dataset.py: datasets, collate, augmentations, balanced sampling."""
+"""Tests for audiossl/data/dataset.py: datasets and collate (augmentations, samplers and the per-item
+generators are in test_data_augment.py, test_data_samplers.py and test_data_rng.py)."""
 
 from __future__ import annotations
 
@@ -10,215 +11,49 @@ import pytest
 import torch
 import torchaudio
 
-from audiossl.data.dataset import (
-    DatasetError,
-    Mixup,
-    NoiseAugment,
-    SpecAugment,
-    balanced_sample_weights,
-    collate,
-    item_generator,
-    make_weighted_sampler,
-    mixup,
-    noise_augment,
-    random_gain,
-    random_roll,
-    read_weights_csv,
-    roll_rows,
-    spec_augment,
-    write_weights_csv,
-)
-
-BETA10_VAR = 1.0 / 84.0  # Var Beta(a, a) = 1 / (4 (2a + 1)) = 1/84 for a = 10
-
-
-def gen(seed: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
+from audiossl.data.dataset import collate
 
 
 # ---------------------------------------------------------------------------------------------
-# SpecAugment
+# The module's public face
 
 
-def test_spec_augment_equals_torchaudio_iid_masks():
-    """Same seed → the very masks torchaudio's iid Frequency- then TimeMasking draw on (B,1,F,T)."""
-    B, T, F = 6, 100, 128
-    x = torch.randn(B, T, F, generator=gen(1)) + 3.0
-    ours = spec_augment(x, freqm=48, timem=60, generator=gen(123))
+def test_moved_names_stay_importable_from_dataset_and_no_module_imports_it_back():
+    """Callers import all of these from audiossl.data.dataset; the modules they moved to stay
+    below it (an import of dataset from one of them, even inside a function, is a cycle)."""
+    import importlib
+    from pathlib import Path
 
-    torch.manual_seed(123)
-    ref = x.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T): the AST issue #58 layout
-    ref = torchaudio.transforms.FrequencyMasking(48, iid_masks=True)(ref)
-    ref = torchaudio.transforms.TimeMasking(60, iid_masks=True)(ref)
-    ref = ref.squeeze(1).transpose(1, 2)
-    assert torch.equal(ours, ref)
+    from audiossl.data import dataset
 
-
-def test_spec_augment_widths_below_param_and_value():
-    B, T, F = 400, 64, 32
-    x = torch.full((B, T, F), 5.0)
-    out = spec_augment(x, freqm=8, timem=12, generator=gen(0), value=-1.5)
-    masked = out == -1.5
-    assert torch.all((out == 5.0) | masked)
-    # a frequency band masks whole columns, a time band whole rows
-    freq_cols = masked.all(dim=1)  # (B, F)
-    time_rows = masked.all(dim=2)  # (B, T)
-    f_width = freq_cols.sum(1)
-    t_width = time_rows.sum(1)
-    assert int(f_width.max()) <= 7 and int(t_width.max()) <= 11  # U{0..param-1}
-    assert int(f_width.max()) == 7 and int(t_width.max()) == 11  # and the top is reached
-    # widths are uniform on {0..param-1}: mean (param-1)/2
-    assert abs(f_width.float().mean().item() - 3.5) < 0.35
-    assert abs(t_width.float().mean().item() - 5.5) < 0.5
-    # bands are contiguous
-    for b in range(20):
-        cols = torch.nonzero(freq_cols[b]).flatten()
-        if len(cols):
-            assert int(cols[-1] - cols[0] + 1) == len(cols)
-    # each cell is masked iff its row or its column is
-    assert torch.equal(masked, freq_cols[:, None, :] | time_rows[:, :, None])
-    # per-item positions differ
-    assert len({tuple(torch.nonzero(time_rows[b]).flatten().tolist()) for b in range(B)}) > 20
+    assert sorted(dataset.__all__) == sorted([
+        "DatasetError", "FbankDataset", "WavDataset", "collate", "item_generator", "Mixup", "MixupResult",
+        "mixup", "SpecAugment", "spec_augment", "NoiseAugment", "noise_augment", "RollAugment", "random_roll",
+        "GainAugment", "random_gain", "roll_rows", "sample_beta", "balanced_sample_weights", "write_weights_csv",
+        "read_weights_csv", "make_weighted_sampler",
+    ])
+    for name in dataset.__all__:
+        obj = getattr(dataset, name)
+        assert getattr(importlib.import_module(obj.__module__), name) is obj, name
+    for home in ("augment", "items", "rng", "samplers"):
+        module = importlib.import_module(f"audiossl.data.{home}")
+        assert not _imports(Path(module.__file__)) & {"dataset", "audiossl.data.dataset"}, home
 
 
-def test_spec_augment_class_and_4d_and_per_bin_value():
-    x = torch.zeros(3, 1, 20, 8)
-    value = torch.arange(8, dtype=torch.float32) + 1
-    out = SpecAugment(4, 6, value=value, generator=7)(x)
-    assert out.shape == x.shape
-    hit = out[:, 0] != 0
-    # masked cells carry their bin's value
-    cols = torch.arange(8).expand(3, 20, 8)
-    assert torch.equal(out[:, 0][hit], (cols[hit] + 1).float())
-    # zero params: no-op
-    assert torch.equal(spec_augment(x[:, 0], 0, 0, gen(0)), x[:, 0])
+def _imports(path) -> set:
+    """Every module a source file imports, at any depth (``from . import x`` counts as ``x``)."""
+    import ast
 
-
-# ---------------------------------------------------------------------------------------------
-# Mixup
-
-
-def test_mixup_label_arithmetic_by_hand():
-    x = torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [4.0, 4.0]])
-    y = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0]])
-    res = mixup(x, y, gen(5), alpha=10.0, prob=1.0, mode="elem")
-    lam = res.lam
-    assert lam.shape == (4,) and torch.all((lam > 0) & (lam < 1))
-    # item 0 mixes with item 3, item 1 with item 2
-    l0, l1 = lam[0].item(), lam[1].item()
-    assert res.labels[0].tolist() == pytest.approx([1.0, 1 - l0, 0.0])  # shared label → 1.0
-    assert res.labels[1].tolist() == pytest.approx([0.0, l1, 1 - l1])
-    assert res.fbank[0].tolist() == pytest.approx([l0 * 1 + (1 - l0) * 4] * 2)
-    assert res.fbank[1].tolist() == pytest.approx([l1 * 2 + (1 - l1) * 3] * 2)
-    # labels still sum to the mix of the two label counts
-    expected = lam * y.sum(1) + (1 - lam) * y.flip(0).sum(1)
-    assert torch.allclose(res.labels.sum(1), expected)
-
-
-def test_mixup_lambda_distribution_is_beta10():
-    B = 40000
-    res = mixup(torch.zeros(B, 1), torch.zeros(B, 1), gen(0), alpha=10.0, prob=1.0, mode="elem")
-    lam = res.lam.double()
-    assert abs(lam.mean().item() - 0.5) < 0.003
-    assert abs(lam.var().item() - BETA10_VAR) / BETA10_VAR < 0.05
-
-
-def test_mixup_batch_mode_and_probability_and_lengths():
-    x = torch.randn(8, 5, 3, generator=gen(0))
-    y = torch.eye(8)
-    lengths = torch.tensor([5, 1, 2, 3, 4, 5, 5, 2])
-    m = Mixup(alpha=0.8, prob=1.0, mode="batch", generator=3)
-    res = m(x, y, lengths)
-    assert torch.all(res.lam == res.lam[0]) and 0 < res.lam[0] < 1
-    assert torch.equal(res.lengths, torch.maximum(lengths, lengths.flip(0)))
-    # prob: fraction of mixed batches / items
-    g = gen(1)
-    mixed = sum(
-        bool(mixup(x, y, g, alpha=10.0, prob=0.3, mode="batch").lam[0] < 1) for _ in range(2000)
-    )
-    assert abs(mixed / 2000 - 0.3) < 0.035
-    lam = mixup(torch.zeros(20000, 1), torch.zeros(20000, 1), gen(2), prob=0.5, mode="elem").lam
-    assert abs((lam < 1).float().mean().item() - 0.5) < 0.015
-    # unmixed items are untouched
-    res = mixup(x, y, gen(9), prob=0.0, mode="elem", lengths=lengths)
-    assert torch.equal(res.fbank, x) and torch.equal(res.labels, y) and torch.equal(res.lengths, lengths)
-    # reproducible
-    a = mixup(x, y, gen(4), mode="elem")
-    b = mixup(x, y, gen(4), mode="elem")
-    assert torch.equal(a.fbank, b.fbank) and torch.equal(a.lam, b.lam)
-
-
-# ---------------------------------------------------------------------------------------------
-# Roll / gain / noise
-
-
-def test_roll_rows_matches_torch_roll():
-    x = torch.arange(4 * 7 * 2, dtype=torch.float32).view(4, 7, 2)
-    shifts = torch.tensor([0, 3, -2, 9])
-    out = roll_rows(x, shifts)
-    for b in range(4):
-        assert torch.equal(out[b], torch.roll(x[b], int(shifts[b]), dims=0))
-    lengths = torch.tensor([7, 4, 3, 1])
-    out = roll_rows(x, shifts, lengths)
-    for b in range(4):
-        n = int(lengths[b])
-        assert torch.equal(out[b, :n], torch.roll(x[b, :n], int(shifts[b]), dims=0))
-        assert torch.equal(out[b, n:], x[b, n:])
-
-
-def test_random_roll_waveform_shift_range():
-    wav = torch.arange(10, dtype=torch.float32).expand(3000, 10)
-    out = random_roll(wav, gen(0))
-    shifts = (-out[:, 0]) % 10  # out[0] = x[-s mod N]
-    assert set(shifts.long().tolist()) == set(range(10))  # U{0..N-1}
-    out = random_roll(torch.arange(100.0).expand(3000, 100), gen(1), max_shift=10)
-    s = out[:, 0].long()
-    signed = torch.where(s > 50, s - 100, s)  # out[0] = x[-shift mod 100]
-    assert set((-signed).tolist()) == set(range(-10, 10))  # randint(-10, 10): -10..9
-
-
-def test_random_gain_is_beta_plus_half():
-    wav = torch.ones(30000, 4)
-    out = random_gain(wav, gen(0))
-    g = out[:, 0].double()
-    assert torch.all(out == out[:, :1])
-    assert g.min() > 0.5 and g.max() < 1.5
-    assert abs(g.mean().item() - 1.0) < 0.003
-    assert abs(g.var().item() - BETA10_VAR) / BETA10_VAR < 0.05
-
-
-def test_noise_augment_is_scaled_uniform_then_time_roll():
-    B, T, F = 6, 30, 4
-    x = torch.randn(B, T, F, generator=gen(0))
-    out = noise_augment(x, gen(1))
-    assert torch.equal(NoiseAugment(generator=1)(x), out)  # class == function, same generator
-    for b in range(B):
-        matches = []
-        for s in range(-10, 10):
-            noise = torch.roll(out[b], -s, dims=0) - x[b]
-            if noise.min() >= -1e-6 and noise.max() < 0.1 + 1e-6:
-                matches.append(s)
-        # exactly one shift undoes the roll and leaves noise in [0, U(0,1)/10) with one scale
-        assert len(matches) == 1, (b, matches)
-        noise = torch.roll(out[b], -matches[0], dims=0) - x[b]
-        assert noise.std() > 0  # i.i.d. per cell, not a constant
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-item generators
-
-
-def test_item_generator_reproducible_and_distinct():
-    def draw(*key):
-        return torch.rand(4, generator=item_generator(*key)).tolist()
-
-    assert draw(0, 0, 5) == draw(0, 0, 5)
-    keys = [(0, 0, 5), (0, 1, 5), (0, 0, 6), (1, 0, 5), (0, 5, 0), (0, 1, 4)]
-    assert len({tuple(draw(*k)) for k in keys}) == len(keys)
-    with pytest.raises(ValueError):
-        item_generator(-1, 0, 0)
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.module:
+                out.add(node.module)
+            if node.module in (None, "audiossl.data"):
+                out |= {a.name for a in node.names}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,55 +81,6 @@ def test_collate_pads_at_end_with_pad_value_and_returns_lengths():
     assert out["fbank"][2, 4].tolist() == [-1.0, -2.0]
     # a batch without ids has no "ids"
     assert "ids" not in collate([{k: v for k, v in it.items() if k != "id"} for it in items])
-
-
-# ---------------------------------------------------------------------------------------------
-# Balanced sampling
-
-
-HAND_LABELS = np.array(
-    [[1, 0, 0], [1, 1, 0], [0, 0, 1], [1, 0, 1], [0, 0, 0]], dtype=bool
-)
-
-
-def test_balanced_weights_hand_computed():
-    # counts: class0 = 3, class1 = 1, class2 = 2
-    w0, w1, w2 = 1000 / 3.01, 1000 / 1.01, 1000 / 2.01
-    expected = [w0, w0 + w1, w2, w0 + w2, 0.0]
-    assert balanced_sample_weights(HAND_LABELS).tolist() == pytest.approx(expected, rel=1e-12)
-
-
-def test_weights_csv_roundtrip_and_ast_format(tmp_path):
-    w = balanced_sample_weights(HAND_LABELS)
-    p = write_weights_csv(tmp_path / "train_weight.csv", w)
-    assert not (tmp_path / "train_weight.csv.partial").exists()
-    lines = p.read_text().splitlines()
-    assert len(lines) == 5 and float(lines[1]) == pytest.approx(1000 / 3.01 + 1000 / 1.01)
-    assert np.array_equal(read_weights_csv(p, expected=5), w)  # %.18e is exact for float64
-    # a file written by AST's gen_weight_file.py (np.savetxt defaults)
-    np.savetxt(tmp_path / "ast_weight.csv", w, delimiter=",")
-    assert np.array_equal(read_weights_csv(tmp_path / "ast_weight.csv"), w)
-    with pytest.raises(DatasetError, match="ast_weight.csv.*4 clips"):
-        read_weights_csv(tmp_path / "ast_weight.csv", expected=4)
-    bad = tmp_path / "bad_weight.csv"
-    bad.write_text("1.0\nnot-a-number\n")
-    with pytest.raises(DatasetError, match="bad_weight.csv"):
-        read_weights_csv(bad)
-    with pytest.raises(DatasetError, match="missing_weight.csv"):
-        read_weights_csv(tmp_path / "missing_weight.csv")
-
-
-def test_weighted_sampler_follows_weights_and_is_seeded():
-    w = np.array([1.0, 3.0, 0.0, 6.0])
-    s = make_weighted_sampler(w, num_samples=20000, generator=0)
-    draws = np.array(list(s))
-    assert list(make_weighted_sampler(w, num_samples=50, generator=0)) == list(draws[:50])
-    freq = np.bincount(draws, minlength=4) / len(draws)
-    assert freq[2] == 0
-    assert freq == pytest.approx([0.1, 0.3, 0.0, 0.6], abs=0.015)
-    assert len(list(make_weighted_sampler(w))) == 4
-    without = list(make_weighted_sampler(w, num_samples=3, replacement=False, generator=1))
-    assert sorted(without) == [0, 1, 3]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -607,20 +393,6 @@ def test_wav_dataset_bad_file_names_it(corpus, tmp_path):
     ds = WavDataset(m, "ast", target_length=64)
     with pytest.raises(AudioError, match="broken.wav"):
         ds[0]
-
-
-def test_augmentations_pickle_with_generator_state():
-    """Transforms travel to spawn workers: the generator state must survive pickling."""
-    import multiprocessing.reduction
-
-    aug = SpecAugment(10, 20, generator=3)
-    aug(torch.zeros(2, 50, 16))  # advance the stream
-    for dumps in (pickle.dumps, lambda o: bytes(multiprocessing.reduction.ForkingPickler.dumps(o))):
-        clone = pickle.loads(dumps(aug))
-        x = torch.randn(4, 50, 16, generator=gen(0))
-        assert torch.equal(clone(x), SpecAugment(10, 20, generator=aug.generator.clone_state())(x))
-    m = pickle.loads(pickle.dumps(Mixup(generator=5)))
-    assert torch.equal(m(torch.ones(4, 2), torch.eye(4)).lam, Mixup(generator=5)(torch.ones(4, 2), torch.eye(4)).lam)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -126,6 +126,39 @@ def built(corpus, tmp_path_factory) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# the module's public face
+
+
+def test_names_stay_importable_from_store_and_no_module_imports_it_back():
+    """Commands, training and benchmarks import these from audiossl.data.store; the modules they
+    live in stay below it (an import of store from one of them, even inside a function, is a cycle)."""
+    import ast
+    import importlib
+
+    assert sorted(S.__all__) == sorted([
+        "CLIPS_PER_TASK", "COMPRESSIONS", "DTYPES", "FORMAT_VERSION", "MAX_CHUNK_BYTES", "MAX_PAD_FRACTION",
+        "MIN_CHUNK_BYTES", "NORMALIZER_ATTR_BYTES", "SEGMENT_BYTES", "SEGMENT_CLIPS", "SEGMENT_SECONDS",
+        "FbankStore", "PathLike", "PrecomputeSummary", "StoreError", "choose_chunk_frames", "chunk_aligned_offsets",
+        "compute_stats", "default_workers", "manifest_sha256", "merge_shards", "parse_shard", "precompute",
+        "shard_rows", "write_normalizer",
+    ])
+    for home in ("store_format", "shards", "precompute"):
+        module = importlib.import_module(f"audiossl.data.{home}")
+        imported = set()
+        for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                imported |= {node.module} if node.module else set()
+                if node.module in (None, "audiossl.data"):
+                    imported |= {a.name for a in node.names}
+        assert not imported & {"store", "audiossl.data.store"}, home
+        for name in S.__all__:
+            if hasattr(module, name) and not name.isupper() and name != "PathLike":
+                assert getattr(module, name) is getattr(S, name), name
+
+
+# ---------------------------------------------------------------------------------------------
 # layout
 
 

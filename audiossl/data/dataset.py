@@ -1,4 +1,4 @@
-"""Training datasets, augmentations and samplers for spectrogram models.
+"""Training datasets and their collation for spectrogram models.
 
 Two datasets produce the same item, so a recipe can switch between a precomputed HDF5 store
 (``FbankDataset``, the fast path) and on-the-fly features from audio files (``WavDataset``,
@@ -19,14 +19,10 @@ the same whichever worker builds it and however many workers there are, and it c
 ``set_epoch`` is called. The epoch lives in shared memory, so ``set_epoch`` reaches workers
 that outlive an epoch (``persistent_workers=True``), under ``fork`` and ``spawn`` alike.
 
-Batch augmentations (``Mixup``, ``SpecAugment``, ``NoiseAugment``, ``RollAugment``,
-``GainAugment``) are tensor code on a whole ``(B, T, F)`` (or ``(B, N)`` waveform) batch, with
-per-item widths, offsets and lambdas, and run where the batch is (CPU or GPU) after
-``collate``; each takes a ``torch.Generator`` (the ``functional`` / ``transform`` split of
-torchaudio: ``spec_augment`` is the function, ``SpecAugment`` the callable holding its
-parameters and generator). Draws are made on the generator's device and moved to the batch's:
-for a GPU batch pass a CUDA generator, or ``noise_augment`` ships a (B, T, F) noise tensor
-over PCIe.
+The pieces around them are modules of their own, lowest first: ``rng`` (the seeded generators),
+``items`` (how one item is cropped, padded, normalised and labelled), ``augment`` (batch
+augmentations: ``Mixup``, ``SpecAugment``, ...), ``samplers`` (balanced sampling). This module
+re-exports their public names, so none of them imports it.
 """
 
 from __future__ import annotations
@@ -35,20 +31,45 @@ import functools
 import math
 import os
 from collections.abc import Sequence as _SequenceABC
-from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, WeightedRandomSampler
+from torch.utils.data import Dataset
 
-from ..features import FbankConfig, Normalizer, fbank
+from ..features import FbankConfig, fbank
+from .augment import (
+    GainAugment,
+    Mixup,
+    MixupResult,
+    NoiseAugment,
+    RollAugment,
+    SpecAugment,
+    mixup,
+    noise_augment,
+    random_gain,
+    random_roll,
+    roll_rows,
+    spec_augment,
+)
+from .items import (
+    DatasetError,
+    PathLike,  # noqa: F401  (importable from here, as before the split)
+    _crop_window,
+    _CsrLabels,
+    _fit_length,
+    _is_scalar_normalizer,
+    _pad_row,
+    _place,
+    _resolve_normalizer,
+    _smooth,
+)
+from .rng import item_generator, sample_beta
+from .samplers import balanced_sample_weights, make_weighted_sampler, read_weights_csv, write_weights_csv
 
-PathLike = Union[str, "os.PathLike[str]"]
 CropMode = Literal["start", "random", "center"]
 ItemTransform = Callable[[Tensor, torch.Generator], Tensor]
-_MAX_SEED = 2**63 - 1
 
 __all__ = [
     "DatasetError",
@@ -76,208 +97,8 @@ __all__ = [
 ]
 
 
-class DatasetError(ValueError):
-    """A dataset input (store, manifest, weight file) that cannot be used, and why."""
-
-    def __init__(self, path: Optional[PathLike], reason: str) -> None:
-        self.path = None if path is None else str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}" if self.path is not None else reason)
-
-
 # ---------------------------------------------------------------------------------------------
-# Randomness helpers
-
-
-def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """A CPU generator that depends only on ``(seed, epoch, index)``.
-
-    ``SeedSequence`` hashes the triple, so neighbouring indices and epochs get unrelated
-    streams (``seed + index`` would make epoch ``e`` index ``i+1`` replay index ``i``).
-    """
-    if seed < 0 or epoch < 0 or index < 0:
-        raise ValueError(f"seed, epoch and index must be >= 0, got {seed}, {epoch}, {index}")
-    words = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
-    g = torch.Generator()
-    g.manual_seed((int(words[0]) << 31) ^ int(words[1]))
-    return g
-
-
-def _as_generator(generator: Union[torch.Generator, int, None], owner: str) -> torch.Generator:
-    if isinstance(generator, torch.Generator):
-        return generator
-    if generator is None:
-        raise ValueError(
-            f"{owner} needs a torch.Generator or an integer seed (no global RNG is used)"
-        )
-    g = torch.Generator()
-    g.manual_seed(int(generator))
-    return g
-
-
-def _rand(shape: Sequence[int], generator: torch.Generator, device: torch.device) -> Tensor:
-    """Uniform [0, 1) drawn on the generator's device, then moved to where the data is."""
-    return torch.rand(tuple(shape), generator=generator, device=generator.device).to(device)
-
-
-def sample_beta(
-    alpha: float, beta: float, shape: Sequence[int], generator: torch.Generator
-) -> Tensor:
-    """Beta(alpha, beta) float32 samples on the CPU, reproducible from ``generator``.
-
-    torch's Beta/Gamma samplers only read the global RNG, so one 63-bit draw from
-    ``generator`` seeds a NumPy generator that does the sampling (exact Beta, any alpha).
-    """
-    if alpha <= 0 or beta <= 0:
-        raise ValueError(f"Beta parameters must be > 0, got {alpha}, {beta}")
-    seed = int(torch.randint(0, _MAX_SEED, (1,), generator=generator, device=generator.device))
-    rng = np.random.default_rng(seed)
-    return torch.from_numpy(rng.beta(alpha, beta, size=tuple(shape)).astype(np.float32))
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared per-item pieces
-
-
-def _resolve_normalizer(normalizer: Any, store: Any = None) -> Any:
-    """``None`` | ``"store"`` | a preset name | a ``Normalizer`` → a ``Normalizer`` or None."""
-    if normalizer is None or callable(normalizer):
-        return normalizer
-    if normalizer == "store":
-        if store is None:
-            raise ValueError('normalizer="store" needs an FbankStore')
-        if store.normalizer is None:
-            raise DatasetError(
-                getattr(store, "path", None),
-                'normalizer="store" but the store holds no mean/std; pass a Normalizer '
-                '(e.g. Normalizer.preset("audioset")) or normalizer=None for raw log-mel',
-            )
-        return store.normalizer
-    if isinstance(normalizer, str):
-        return Normalizer.preset(normalizer)
-    raise TypeError(f"normalizer must be None, 'store', a preset name or a Normalizer, got {normalizer!r}")
-
-
-def _pad_row(normalizer: Any, num_bins: int) -> Tensor:
-    """The value a padded frame has after normalisation: the normalised log-mel 0."""
-    zeros = torch.zeros(1, num_bins)
-    return zeros if normalizer is None else normalizer(zeros).to(torch.float32).reshape(1, num_bins)
-
-
-def _crop_window(
-    num_frames: int, target_length: Optional[int], crop: str, generator: Optional[torch.Generator]
-) -> tuple[int, int]:
-    """``(start, count)`` of the true frames an item keeps."""
-    if target_length is None or num_frames <= target_length:
-        return 0, num_frames
-    spare = num_frames - target_length
-    if crop == "start":
-        return 0, target_length
-    if crop == "center":
-        return spare // 2, target_length
-    assert generator is not None
-    return int(torch.randint(0, spare + 1, (1,), generator=generator)), target_length
-
-
-def _place(frames: Tensor, target_length: Optional[int], normalizer: Any, pad_row: Tensor) -> Tensor:
-    """Zero-pad the log-mel at the end to ``target_length``, then normalise (upstream order).
-
-    Normalising the true frames and filling the tail with ``normalizer(0)`` gives the same
-    numbers as normalising the zero-padded tensor, without normalising the padding. For the
-    scalar ``Normalizer`` the arithmetic ``(x - mean) / (2 std)`` is written straight into the
-    output (same operations, so the same bits) instead of through two temporaries.
-    """
-    n = frames.shape[0]
-    length = n if target_length is None else target_length
-    out = torch.empty(length, frames.shape[1], dtype=torch.float32)
-    body = out[:n]
-    if normalizer is None:
-        body.copy_(frames)
-    elif _is_scalar_normalizer(normalizer):
-        torch.sub(frames, normalizer.mean, out=body)
-        body.div_(2 * normalizer.std)
-    else:
-        body.copy_(normalizer(frames))
-    if n < length:
-        out[n:] = pad_row
-    return out
-
-
-def _is_scalar_normalizer(normalizer: Any) -> bool:
-    return type(normalizer) is Normalizer and isinstance(normalizer.mean, float) and isinstance(normalizer.std, float)
-
-
-def _fit_length(x: Tensor, length: int, pad_row: Tensor) -> Tensor:
-    """Cut or pad (with ``pad_row``) a ``(T, F)`` tensor to ``length`` frames."""
-    if x.shape[0] >= length:
-        return x[:length]
-    out = pad_row.expand(length, x.shape[1]).clone()
-    out[: x.shape[0]] = x
-    return out
-
-
-def _smooth(labels: Tensor, eps: float) -> Tensor:
-    """``y (1 - eps) + eps / C``: the target ``CrossEntropyLoss(label_smoothing=eps)`` uses."""
-    if eps == 0 or labels.numel() == 0:
-        return labels
-    return labels * (1.0 - eps) + eps / labels.shape[-1]
-
-
-class _CsrLabels:
-    """Multi-hot labels kept as CSR indices.
-
-    A dense ``(N, C)`` bool matrix is 1.1 GB for AudioSet-2M and would be pickled into every
-    ``spawn`` worker; the CSR form of the same labels is ~25 MB.
-    """
-
-    def __init__(self, dense: Optional[np.ndarray], num_rows: int) -> None:
-        if dense is None:
-            self.num_classes = 0
-            self.offsets = np.zeros(num_rows + 1, dtype=np.int64)
-            self.indices = np.zeros(0, dtype=np.int32)
-            return
-        dense = np.asarray(dense, dtype=bool)
-        if dense.ndim != 2 or dense.shape[0] != num_rows:
-            raise ValueError(f"labels must be ({num_rows}, C), got {dense.shape}")
-        self.num_classes = dense.shape[1]
-        rows, cols = np.nonzero(dense)
-        self.indices = cols.astype(np.int32)
-        self.offsets = np.zeros(num_rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=num_rows), out=self.offsets[1:])
-
-    @classmethod
-    def from_csr(cls, indices: np.ndarray, offsets: np.ndarray, num_classes: int) -> "_CsrLabels":
-        obj = cls.__new__(cls)
-        obj.num_classes = int(num_classes)
-        obj.indices = np.asarray(indices, dtype=np.int32)
-        obj.offsets = np.asarray(offsets, dtype=np.int64)
-        return obj
-
-    def row(self, i: int) -> Tensor:
-        y = torch.zeros(self.num_classes, dtype=torch.float32)
-        cols = self.indices[self.offsets[i] : self.offsets[i + 1]]
-        if len(cols):
-            y[torch.from_numpy(cols.astype(np.int64))] = 1.0
-        return y
-
-    def rows(self, positions: np.ndarray) -> Tensor:
-        """``(B, C)`` float32 multi-hot of many rows in one scatter, equal to stacking ``row``."""
-        y = torch.zeros(len(positions), self.num_classes, dtype=torch.float32)
-        lo = self.offsets[positions]
-        counts = self.offsets[positions + 1] - lo
-        total = int(counts.sum())
-        if total:
-            first_out = np.cumsum(counts) - counts
-            flat = np.arange(total, dtype=np.int64) + np.repeat(lo - first_out, counts)
-            items = np.repeat(np.arange(len(positions), dtype=np.int64), counts)
-            y[torch.from_numpy(items), torch.from_numpy(self.indices[flat].astype(np.int64))] = 1.0
-        return y
-
-    def dense(self) -> np.ndarray:
-        out = np.zeros((len(self.offsets) - 1, self.num_classes), dtype=bool)
-        rows = np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))
-        out[rows, self.indices] = True
-        return out
+# What both datasets share
 
 
 class _ItemDataset(Dataset):
@@ -801,332 +622,3 @@ def _batch_buffer(like: Tensor, shape: tuple[int, ...]) -> Tensor:
     numel = math.prod(shape)
     storage = like.untyped_storage()._new_shared(numel * like.element_size())
     return like.new_empty(0).set_(storage, 0, shape)
-
-
-# ---------------------------------------------------------------------------------------------
-# Batch augmentations
-
-
-class _GeneratorHolder:
-    """Holds a generator and pickles it as plain bytes.
-
-    A ``torch.Generator`` sent through multiprocessing's ``ForkingPickler`` (what a ``spawn``
-    DataLoader uses for the dataset and its transforms) fails to rebuild in the child
-    ("unable to resize file ... Invalid argument", torch 2.x), so the state travels as bytes.
-    """
-
-    generator: torch.Generator
-
-    def __init__(self, generator: Union[torch.Generator, int, None], owner: str) -> None:
-        self.generator = _as_generator(generator, owner)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        g = state.pop("generator")
-        state["_generator_state"] = (str(g.device), g.get_state().numpy().tobytes())
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        device, raw = state.pop("_generator_state")
-        self.__dict__.update(state)
-        self.generator = torch.Generator(device=device)
-        self.generator.set_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
-
-
-class MixupResult(NamedTuple):
-    fbank: Tensor  # (B, ...) mixed inputs
-    labels: Tensor  # (B, C) lam * y + (1 - lam) * y.flip(0)
-    lam: Tensor  # (B,) per-item lambda, 1.0 where the item was not mixed
-    lengths: Optional[Tensor]  # (B,) true frames of the mix, when lengths were given
-
-
-def mixup(
-    x: Tensor,
-    labels: Tensor,
-    generator: torch.Generator,
-    alpha: float = 10.0,
-    prob: float = 1.0,
-    mode: Literal["batch", "elem"] = "batch",
-    lengths: Optional[Tensor] = None,
-) -> MixupResult:
-    """Mix each item with its mirror in the batch (``x.flip(0)``), as timm/EAT do.
-
-    ``mode="batch"``: with probability ``prob`` the whole batch mixes with one
-    ``lambda ~ Beta(alpha, alpha)`` (EAT fine-tuning: ``alpha=0.8, prob=0.9``). ``mode="elem"``:
-    every item draws its own lambda and its own coin (the batch analogue of AST's per-sample
-    ``mixup=0.5`` with Beta(10, 10)). In an odd batch the middle item mixes with itself, a no-op.
-    The returned ``lam`` is what a loss needs for mixed-target bookkeeping.
-    """
-    if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"prob must be in [0, 1], got {prob}")
-    B = x.shape[0]
-    if labels.shape[0] != B:
-        raise ValueError(f"labels batch {labels.shape[0]} != inputs batch {B}")
-    if mode == "batch":
-        apply = float(_rand((), generator, torch.device("cpu"))) < prob
-        lam = sample_beta(alpha, alpha, (1,), generator).expand(B) if apply else torch.ones(B)
-    elif mode == "elem":
-        lam_mix = sample_beta(alpha, alpha, (B,), generator)
-        apply_elem = _rand((B,), generator, torch.device("cpu")) < prob
-        lam = torch.where(apply_elem, lam_mix, torch.ones(B))
-    else:
-        raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
-    lam = lam.contiguous()
-    lam_x = lam.to(x.device, x.dtype).view(B, *([1] * (x.dim() - 1)))
-    lam_y = lam.to(labels.device, labels.dtype).view(B, *([1] * (labels.dim() - 1)))
-    mixed = x * lam_x + x.flip(0) * (1.0 - lam_x)
-    targets = labels * lam_y + labels.flip(0) * (1.0 - lam_y)
-    if lengths is not None:
-        mixed_len = torch.maximum(lengths, lengths.flip(0))
-        lengths = torch.where(lam.to(lengths.device) < 1.0, mixed_len, lengths)
-    return MixupResult(mixed, targets, lam.to(x.device), lengths)
-
-
-class Mixup(_GeneratorHolder):
-    """Batch-level fbank mixup holding its parameters and generator; see :func:`mixup`.
-
-    Level: this mixes *normalised fbanks in the batch* (EAT, inside the model forward). AST,
-    SSAST and AudioMAE instead mix *waveforms* in the dataset before the fbank, with a
-    partner drawn from the whole dataset: ``WavDataset(mixup=p)`` reproduces that, and
-    ``FbankDataset(mixup=p)`` does the same dataset-level draw on stored fbanks.
-    """
-
-    def __init__(
-        self,
-        alpha: float = 10.0,
-        prob: float = 1.0,
-        mode: Literal["batch", "elem"] = "batch",
-        generator: Union[torch.Generator, int, None] = 0,
-    ) -> None:
-        if alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got {alpha}")
-        super().__init__(generator, "Mixup")
-        self.alpha, self.prob, self.mode = float(alpha), float(prob), mode
-
-    def __call__(
-        self,
-        x: Tensor,
-        labels: Tensor,
-        lengths: Optional[Tensor] = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> MixupResult:
-        return mixup(x, labels, generator or self.generator, self.alpha, self.prob, self.mode, lengths)
-
-
-def _band_mask(size: int, param: int, batch: int, generator: torch.Generator, device: torch.device) -> Tensor:
-    """``(B, size)`` bool bands distributed exactly as torchaudio's ``mask_along_axis_iid``:
-    width ``floor(u1 * param)`` (so always ``< param``), start ``floor(u2 * (size - u1 * param))``.
-    """
-    value = _rand((batch,), generator, device) * param
-    start = (_rand((batch,), generator, device) * (size - value)).long()
-    end = start + value.long()
-    pos = torch.arange(size, device=device)
-    return (pos >= start[:, None]) & (pos < end[:, None])
-
-
-def spec_augment(
-    x: Tensor,
-    freqm: int,
-    timem: int,
-    generator: torch.Generator,
-    value: Union[float, Tensor] = 0.0,
-) -> Tensor:
-    """One frequency band then one time band per item, each of width ``U{0..param-1}``.
-
-    ``x`` is ``(B, T, F)`` (or ``(B, 1, T, F)``). The draws and their order are those of
-    torchaudio ``FrequencyMasking(freqm, iid_masks=True)`` then ``TimeMasking(timem, ...)`` on
-    ``(B, 1, F, T)``, i.e. one mask per sample as AST (after its issue #58 fix) and EAT get.
-
-    ``value``: masked cells are set to it in the units of ``x``. EAT masks the normalised
-    fbank with 0 (the default here). AST/SSAST/AudioMAE mask the *log-mel* with 0 before
-    normalising, so their masked cells end at the pad value: pass ``value=dataset.pad_value``
-    to reproduce that on normalised input.
-    """
-    if freqm < 0 or timem < 0:
-        raise ValueError(f"freqm and timem must be >= 0, got {freqm}, {timem}")
-    squeeze = x.dim() == 4
-    if squeeze:
-        if x.shape[1] != 1:
-            raise ValueError(f"expected (B, 1, T, F), got {tuple(x.shape)}")
-        x = x[:, 0]
-    if x.dim() != 3:
-        raise ValueError(f"expected (B, T, F) or (B, 1, T, F), got {tuple(x.shape)}")
-    B, T, F = x.shape
-    masked = torch.zeros(B, T, F, dtype=torch.bool, device=x.device)
-    if freqm >= 1:
-        masked |= _band_mask(F, freqm, B, generator, x.device)[:, None, :]
-    if timem >= 1:
-        masked |= _band_mask(T, timem, B, generator, x.device)[:, :, None]
-    fill = torch.as_tensor(value, dtype=x.dtype, device=x.device)
-    out = torch.where(masked, fill, x)
-    return out[:, None] if squeeze else out
-
-
-class SpecAugment(_GeneratorHolder):
-    """:func:`spec_augment` with its parameters and generator. Upstream widths:
-    AST AudioSet ``freqm=48, timem=192``; ESC-50 ``24, 96``; SPC-2 ``48, 48``; EAT
-    ``128 r, target_length r`` with ``r = 0.2`` (ESC-50: 0.4)."""
-
-    def __init__(
-        self,
-        freqm: int,
-        timem: int,
-        value: Union[float, Tensor] = 0.0,
-        generator: Union[torch.Generator, int, None] = 0,
-    ) -> None:
-        super().__init__(generator, "SpecAugment")
-        self.freqm, self.timem, self.value = int(freqm), int(timem), value
-
-    def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-        return spec_augment(x, self.freqm, self.timem, generator or self.generator, self.value)
-
-
-def roll_rows(x: Tensor, shifts: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
-    """Roll each row of ``x`` along dim 1 by its own shift (``torch.roll`` semantics:
-    ``out[t] = x[(t - s) mod T]``). With ``lengths`` only the first ``lengths[b]`` entries
-    of row ``b`` rotate, so padding stays at the end."""
-    B, T = x.shape[:2]
-    t = torch.arange(T, device=x.device)[None, :]
-    shifts = shifts.to(x.device).long()[:, None]
-    if lengths is None:
-        idx = (t - shifts) % T
-    else:
-        n = lengths.to(x.device).long().clamp(min=1)[:, None]
-        idx = torch.where(t < n, (t - shifts) % n, t)
-    idx = idx.view(B, T, *([1] * (x.dim() - 2))).expand_as(x)
-    return torch.gather(x, 1, idx)
-
-
-def random_roll(
-    x: Tensor,
-    generator: torch.Generator,
-    lengths: Optional[Tensor] = None,
-    max_shift: Optional[int] = None,
-) -> Tensor:
-    """Circular roll along dim 1 by a per-item ``U{0..n-1}`` (``n`` = row length): EAT's
-    waveform ``roll_aug`` on ``(B, N)``, or a time roll of a ``(B, T, F)`` fbank.
-    ``max_shift`` instead draws from ``U{-max_shift..max_shift-1}`` (AST noise: 10)."""
-    B, T = x.shape[:2]
-    u = _rand((B,), generator, torch.device("cpu"))
-    if max_shift is not None:
-        shifts = (u * (2 * max_shift)).long() - max_shift
-    else:
-        n = torch.full((B,), T) if lengths is None else lengths.cpu().long().clamp(min=1)
-        shifts = (u * n).long()
-    return roll_rows(x, shifts, lengths)
-
-
-def random_gain(x: Tensor, generator: torch.Generator, alpha: float = 10.0) -> Tensor:
-    """Scale each item by ``Beta(alpha, alpha) + 0.5`` (EAT/AudioMAE magnitude aug; a waveform
-    gain, so apply it before the fbank)."""
-    g = sample_beta(alpha, alpha, (x.shape[0],), generator) + 0.5
-    return x * g.to(x.device, x.dtype).view(-1, *([1] * (x.dim() - 1)))
-
-
-def noise_augment(x: Tensor, generator: torch.Generator, lengths: Optional[Tensor] = None) -> Tensor:
-    """AST's "noise" augmentation on a normalised ``(B, T, F)`` batch, per item:
-    ``x += U(0,1)[T, F] * U(0,1) / 10``, then roll along time by ``U{-10..9}`` frames (the
-    whole padded length, as upstream, unless ``lengths`` are given)."""
-    B = x.shape[0]
-    noise = _rand(x.shape, generator, x.device).to(x.dtype)
-    scale = _rand((B,), generator, x.device).to(x.dtype).view(B, *([1] * (x.dim() - 1)))
-    return random_roll(x + noise * scale / 10.0, generator, lengths, max_shift=10)
-
-
-class NoiseAugment(_GeneratorHolder):
-    """:func:`noise_augment` with its generator (AST/SSAST Speech Commands, EAT SPC-2)."""
-
-    def __init__(self, generator: Union[torch.Generator, int, None] = 0) -> None:
-        super().__init__(generator, "NoiseAugment")
-
-    def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None, lengths: Optional[Tensor] = None) -> Tensor:
-        return noise_augment(x, generator or self.generator, lengths)
-
-
-class RollAugment(_GeneratorHolder):
-    """:func:`random_roll` with its generator."""
-
-    def __init__(self, max_shift: Optional[int] = None, generator: Union[torch.Generator, int, None] = 0) -> None:
-        super().__init__(generator, "RollAugment")
-        self.max_shift = max_shift
-
-    def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None, lengths: Optional[Tensor] = None) -> Tensor:
-        return random_roll(x, generator or self.generator, lengths, self.max_shift)
-
-
-class GainAugment(_GeneratorHolder):
-    """:func:`random_gain` with its generator."""
-
-    def __init__(self, alpha: float = 10.0, generator: Union[torch.Generator, int, None] = 0) -> None:
-        super().__init__(generator, "GainAugment")
-        self.alpha = float(alpha)
-
-    def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-        return random_gain(x, generator or self.generator, self.alpha)
-
-
-# ---------------------------------------------------------------------------------------------
-# Balanced sampling
-
-
-def balanced_sample_weights(labels: Any) -> np.ndarray:
-    """AST ``gen_weight_file.py`` weights: ``w_clip = sum over its labels of 1000 / (count + 0.01)``.
-
-    Rare classes get drawn more often; a clip with no label gets weight 0 (never drawn), as
-    upstream.
-    """
-    y = np.asarray(labels)
-    if y.ndim != 2:
-        raise ValueError(f"labels must be (N, C), got shape {y.shape}")
-    y = y.astype(np.float64)
-    label_weight = 1000.0 / (y.sum(axis=0) + 0.01)
-    return y @ label_weight
-
-
-def write_weights_csv(path: PathLike, weights: Any) -> Path:
-    """One float per line (AST's ``<train json>_weight.csv``, ``np.savetxt`` format),
-    written to ``path.partial`` and renamed when complete."""
-    path = Path(path)
-    w = np.asarray(weights, dtype=np.float64).reshape(-1)
-    partial = path.with_name(path.name + ".partial")
-    np.savetxt(partial, w, fmt="%.18e", delimiter=",")
-    os.replace(partial, path)
-    return path
-
-
-def read_weights_csv(path: PathLike, expected: Optional[int] = None) -> np.ndarray:
-    """Read a weight file written by us or by AST/AudioMAE's scripts."""
-    path = Path(path)
-    try:
-        w = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=1)
-    except (OSError, ValueError) as e:
-        raise DatasetError(path, f"cannot read sample weights ({e})") from e
-    if w.ndim != 1:
-        raise DatasetError(path, f"expected one weight per line, got shape {w.shape}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise DatasetError(path, "weights must be finite and >= 0")
-    if expected is not None and len(w) != expected:
-        raise DatasetError(path, f"{len(w)} weights for a dataset of {expected} clips")
-    return w
-
-
-def make_weighted_sampler(
-    weights: Any,
-    num_samples: Optional[int] = None,
-    generator: Union[torch.Generator, int, None] = 0,
-    replacement: bool = True,
-) -> WeightedRandomSampler:
-    """``WeightedRandomSampler`` as AST/SSAST use it (``num_samples = len(weights)``,
-    with replacement). EAT's AS-2M recipe draws 200k clips per epoch without replacement:
-    ``num_samples=200_000, replacement=False``."""
-    w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
-    if w.dim() != 1 or len(w) == 0:
-        raise ValueError(f"weights must be a non-empty 1-D array, got shape {tuple(w.shape)}")
-    if not bool((w > 0).any()):
-        raise ValueError("all sample weights are zero")
-    return WeightedRandomSampler(
-        w,
-        num_samples=len(w) if num_samples is None else int(num_samples),
-        replacement=replacement,
-        generator=_as_generator(generator, "make_weighted_sampler"),
-    )

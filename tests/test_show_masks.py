@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
 import sys
 
 import pytest
@@ -51,17 +52,6 @@ def test_real_speech_file(tmp_path, make_speech):
     assert (tmp_path / "out" / "random.png").read_bytes().startswith(PNG_MAGIC)
 
 
-def test_spectrogram_pads_and_crops():
-    import numpy as np
-
-    wave = show_masks.demo_signal(0.5)
-    spec = show_masks.spectrogram(wave, 100)
-    assert spec.shape == (100, 128)
-    # 0.5 s -> 48 frames, then padding at the clip's quietest value (silence in the picture)
-    assert (spec[48:] == spec[:48].min()).all() and spec[:48].std() > 1
-    assert show_masks.spectrogram(np.concatenate([wave] * 4), 64).shape == (64, 128)
-
-
 def test_errors(tmp_path, caplog, monkeypatch):
     caplog.set_level(logging.ERROR)
     bad = tmp_path / "not_audio.wav"
@@ -70,6 +60,24 @@ def test_errors(tmp_path, caplog, monkeypatch):
     assert "not_audio.wav" in caplog.text
     assert show_masks.run(parse("--families", "nope", "--out", str(tmp_path))) == 2
     assert "unknown families" in caplog.text
+    assert show_masks.run(parse("--target-length", "8", "--out", str(tmp_path))) == 2
+    assert "at least 16 frames" in caplog.text
+    assert show_masks.run(parse("--families", ",", "--out", str(tmp_path))) == 1
+    assert "no masking family could be drawn" in caplog.text
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     assert show_masks.run(parse("--out", str(tmp_path))) == 1
     assert "pip install 'audiossl[viz]'" in caplog.text
+
+
+def test_family_names_match_the_gallery():
+    from audiossl.masking.gallery import FAMILIES
+
+    assert show_masks.FAMILIES == tuple(FAMILIES)
+
+
+def test_help_imports_no_torch():
+    code = ("import sys; from audiossl.cli import main\n"
+            "try:\n    main(['show-masks', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--families" in out and out.strip().endswith("False")

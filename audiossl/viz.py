@@ -1,4 +1,4 @@
-"""Figures: masks over a spectrogram (the mask gallery).
+"""Figures: masks over a spectrogram (the mask gallery) and MAE reconstructions.
 
 matplotlib is optional (``pip install 'audiossl[viz]'``): it is imported by :func:`new_figure`
 only, which raises an ``ImportError`` naming what needed it. Figures are plain Agg-backed
@@ -29,6 +29,7 @@ from torch import Tensor
 from audiossl.features import FbankConfig, fbank
 from audiossl.masking.gallery import PATCH, GalleryLayer, sample_family, select_families
 from audiossl.masking.stats import format_table
+from audiossl.tokenizers import patchify, unpatchify
 
 __all__ = [
     "GALLERY_STATS_KEYS",
@@ -41,6 +42,7 @@ __all__ = [
     "mask_gallery",
     "new_figure",
     "overlay_cells",
+    "reconstruction_figure",
     "require_matplotlib",
     "save_png",
     "spectrogram",
@@ -54,6 +56,8 @@ N_MELS = 128
 SAMPLE_RATE = 16000
 FRAMES_PER_SECOND = 100  # the 10 ms fbank hop
 DEMO_FRAMES = 1024
+# MAE's NORM_PIX_EPS (audiossl.models.mae, a layer above this one; a test keeps them equal)
+NORM_PIX_EPS = 1e-6
 GALLERY_STATS_KEYS = (
     "coverage_mean", "freq_min", "freq_max", "edge_ratio", "blocks_per_row", "block_size_mean", "block_size_max",
 )
@@ -289,3 +293,55 @@ def mask_gallery(
         os.replace(partial, out / "stats.json")
     return gallery
 
+
+# ---------------------------------------------------------------------------------------- MAE
+@torch.no_grad()
+def reconstruction_figure(
+    x: Tensor, out: Any, path: PathLike, index: int = 0, dpi: int = 100, norm_pix_eps: float = NORM_PIX_EPS
+) -> Path:
+    """PNG of one example: input, masked input, reconstruction, reconstruction + visible patches.
+
+    ``out`` is an :class:`~audiossl.models.mae.MAEOutput` (``pred``, ``mask``, ``grid``,
+    ``patch_size``, ``norm_pix_loss``). With ``norm_pix_loss`` the prediction is in per-patch
+    standardised units; it is mapped back with the *true* patch's mean and std (as the MAE demo
+    does), which shows the predicted structure but borrows each hidden patch's level from the
+    input. Audio ``(1, T, F)`` is drawn with time on the horizontal axis. Written to
+    ``path.partial`` and renamed.
+    """
+    require_matplotlib("reconstruction_figure")
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    x = x[index : index + 1].detach().float().cpu()
+    pred = out.pred[index : index + 1].detach().float().cpu()
+    hidden = out.mask.mask[index : index + 1].cpu()
+    channels = x.shape[1]
+    patches = patchify(x, out.patch_size)
+    if out.norm_pix_loss:
+        mean = patches.mean(dim=-1, keepdim=True)
+        std = (patches.var(dim=-1, keepdim=True, unbiased=True) + norm_pix_eps).sqrt()
+        pred = pred * std + mean
+    keep = (~hidden).unsqueeze(-1).float()
+    panels = {
+        "input": patches,
+        "masked input": patches * keep,
+        "reconstruction": pred,
+        "reconstruction + visible": patches * keep + pred * (1 - keep),
+    }
+    lo, hi = float(x.min()), float(x.max())
+    fig = new_figure("reconstruction_figure", figsize=(4 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    for ax, (title, tokens) in zip(axes[0], panels.items()):
+        img = unpatchify(tokens, out.patch_size, out.grid, channels)[0]
+        if channels == 1:
+            ax.imshow(img[0].T.numpy(), origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma")
+            ax.set_xlabel("frame")
+            ax.set_ylabel("mel bin")
+        else:
+            rgb = ((img.permute(1, 2, 0) - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
+            ax.imshow(rgb.numpy())
+            ax.axis("off")
+        ax.set_title(title)
+    fig.tight_layout()
+    path = save_png(fig, path, dpi=dpi)
+    logger.info("wrote MAE reconstruction figure to %s", path)
+    return path

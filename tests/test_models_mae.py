@@ -20,7 +20,6 @@ from audiossl.models.mae import (
     mae_config,
     mae_tiny,
     mae_vit_base,
-    reconstruction_figure,
 )
 from audiossl.nn.blocks import Block
 from audiossl.nn.pos_embed import sincos_2d
@@ -357,15 +356,3 @@ def test_tiny_audio_mae_learns_on_speech(speech_fbank_batch) -> None:
         opt.step()
     after = held_out_loss()
     assert after < 0.85 * before, (before, after)  # measured 1.233 -> 0.933
-
-
-# ---------------------------------------------------------------------------------------- figure
-@pytest.mark.parametrize("preset, x", [(audiomae_tiny, spec(B=1)), (mae_tiny, image(B=1))])
-def test_reconstruction_figure_writes_png(tmp_path, preset, x) -> None:
-    pytest.importorskip("matplotlib")
-    model = build(preset)
-    out = model(x, generator=0)
-    path = reconstruction_figure(x, out, tmp_path / "recon.png")
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["recon.png"]

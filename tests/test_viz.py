@@ -1,12 +1,15 @@
-"""audiossl/viz.py: figure helpers, the spectrogram the gallery draws on and the mask gallery."""
+"""audiossl/viz.py: figure helpers, the spectrogram the gallery draws on, the mask gallery, and
+the MAE reconstruction figure."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 from audiossl import viz
 from audiossl.audio import AudioError
@@ -77,3 +80,26 @@ def test_mask_gallery_skips_what_cannot_sample_the_grid(tmp_path, caplog):
     assert "skipping family chunk-ssast-faithful" in caplog.text
     with pytest.raises(ValueError, match="unknown families"):
         viz.mask_gallery(tmp_path, families=["nope"])
+
+
+def test_reconstruction_figure_keeps_the_mae_eps_and_import_path():
+    from audiossl.models import reconstruction_figure as from_models
+    from audiossl.models.mae import NORM_PIX_EPS, reconstruction_figure
+
+    assert reconstruction_figure is from_models is viz.reconstruction_figure
+    assert inspect.signature(viz.reconstruction_figure).parameters["norm_pix_eps"].default == NORM_PIX_EPS
+
+
+@pytest.mark.parametrize("family", ["audio", "image"])
+def test_reconstruction_figure_writes_png(tmp_path, family):
+    pytest.importorskip("matplotlib")
+    from audiossl.models.mae import audiomae_tiny, mae_tiny
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 1, 64, 128, generator=gen) if family == "audio" else torch.randn(1, 3, 32, 32, generator=gen)
+    torch.manual_seed(0)
+    model = (audiomae_tiny(norm_pix_loss=True) if family == "audio" else mae_tiny()).eval()
+    path = viz.reconstruction_figure(x, model(x, generator=0), tmp_path / "recon.png")
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recon.png"]

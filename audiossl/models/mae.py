@@ -18,10 +18,8 @@ cyclically shifted by ``decoder_shift`` on every odd block. See :func:`audiomae_
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field, fields
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
@@ -33,7 +31,8 @@ from audiossl.models.encoder import Encoder, EncoderConfig, family_config, featu
 from audiossl.nn.blocks import Block, init_xavier
 from audiossl.nn.pos_embed import sincos_2d
 from audiossl.nn.swin import SwinBlock, pad_to_windows, window_shift
-from audiossl.tokenizers import patchify, unpatchify
+from audiossl.tokenizers import patchify
+from audiossl.viz import reconstruction_figure  # re-exported: the figure lives with the other drawing code
 
 __all__ = [
     "MAE",
@@ -392,65 +391,3 @@ def mae_tiny(**overrides: Any) -> MAE:
 def audiomae_tiny(**overrides: Any) -> MAE:
     """A two-block AudioMAE (patch 16, 128 mel bins, any multiple-of-16 length) for tests and the demo."""
     return MAE(mae_config("audiomae_tiny", **overrides))
-
-
-# ---------------------------------------------------------------------------------------- figure
-@torch.no_grad()
-def reconstruction_figure(
-    x: Tensor, out: MAEOutput, path: Union[str, os.PathLike], index: int = 0, dpi: int = 100
-) -> Path:
-    """PNG of one example: input, masked input, reconstruction, reconstruction + visible patches.
-
-    With ``norm_pix_loss`` the prediction is in per-patch standardised units; it is mapped back
-    with the *true* patch's mean and std (as the MAE demo does), which shows the predicted
-    structure but borrows each hidden patch's level from the input. Audio ``(1, T, F)`` is drawn
-    with time on the horizontal axis. Written to ``path.partial`` and renamed.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("reconstruction_figure needs matplotlib: pip install audiossl[viz]") from err
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    x = x[index : index + 1].detach().float().cpu()
-    pred = out.pred[index : index + 1].detach().float().cpu()
-    hidden = out.mask.mask[index : index + 1].cpu()
-    channels = x.shape[1]
-    patches = patchify(x, out.patch_size)
-    if out.norm_pix_loss:
-        mean = patches.mean(dim=-1, keepdim=True)
-        std = (patches.var(dim=-1, keepdim=True, unbiased=True) + NORM_PIX_EPS).sqrt()
-        pred = pred * std + mean
-    keep = (~hidden).unsqueeze(-1).float()
-    panels = {
-        "input": patches,
-        "masked input": patches * keep,
-        "reconstruction": pred,
-        "reconstruction + visible": patches * keep + pred * (1 - keep),
-    }
-    lo, hi = float(x.min()), float(x.max())
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
-    for ax, (title, tokens) in zip(axes[0], panels.items()):
-        img = unpatchify(tokens, out.patch_size, out.grid, channels)[0]
-        if channels == 1:
-            ax.imshow(img[0].T.numpy(), origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma")
-            ax.set_xlabel("frame")
-            ax.set_ylabel("mel bin")
-        else:
-            rgb = ((img.permute(1, 2, 0) - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
-            ax.imshow(rgb.numpy())
-            ax.axis("off")
-        ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    partial_path = path.with_name(path.name + ".partial")
-    try:
-        fig.savefig(partial_path, format="png", dpi=dpi)
-    finally:
-        plt.close(fig)
-    os.replace(partial_path, path)
-    logger.info("wrote MAE reconstruction figure to %s", path)
-    return path

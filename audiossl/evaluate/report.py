@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from audiossl.evaluate.cache import atomic_write_bytes, atomic_write_text, slug
+from audiossl.evaluate.cache import atomic_write_text, slug
 from audiossl.evaluate.results import Results, RowResult, TaskResult, fmt_pct
 
 logger = logging.getLogger(__name__)
@@ -143,15 +143,14 @@ def chart_rows(task: TaskResult) -> List[RowResult]:
 
 def write_chart(task: TaskResult, path: Path, probe: str) -> bool:
     """The PNG bar chart; False (and a log line) when matplotlib is missing."""
+    from audiossl.viz import new_figure, save_png
+
+    rows = chart_rows(task)
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        fig = new_figure("the benchmark chart", figsize=(max(4.0, 1.1 * len(rows) + 1.5), 3.6), dpi=110)
     except ImportError:
         logger.info("matplotlib is not installed: no chart for %s (pip install matplotlib)", task.name)
         return False
-    rows = chart_rows(task)
-    fig = Figure(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 3.6), dpi=110)
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     means = [100 * r.test_mean for r in rows]
     stds = [0.0 if math.isnan(r.test_std) else 100 * r.test_std for r in rows]
@@ -164,9 +163,7 @@ def write_chart(task: TaskResult, path: Path, probe: str) -> bool:
     ax.set_title(f"{task.name} ({probe} probe)")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, lambda fh: fh.write(buf.getvalue()))
+    save_png(fig, path)
     return True
 
 

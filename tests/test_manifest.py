@@ -212,7 +212,7 @@ def test_write_rejects_label_with_comma(tmp_path):
         ('a,/a.wav,"x",1\n\nb,"/b\nc.wav",,2\na,/c.wav,,3\n', 6, "duplicate id 'a' (also on line 2)"),
         ("a,/a.wav,,1\nb,/b.wav,,ten\n", 3, "duration 'ten' is not a number"),
         ("a,/a.wav,,1\nb,,,2\n", 3, "empty path"),
-        ("a,/a.wav,,1\nb,/b.wav,,2,oops\n", 3, "malformed CSV"),
+        ("a,/a.wav,,1\nb,/b.wav,,2,oops\n", 3, "a record has 5 fields, the header has 4"),
         ("a,/a.wav,,1\nb,/b.wav,unknown,2\n", 3, "label 'unknown' is not in the label map (1 classes)"),
     ],
 )

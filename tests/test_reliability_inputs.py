@@ -73,3 +73,32 @@ def test_special_files_are_named_for_what_they_are(tmp_path: Path, kind: str) ->
             fn(path)
     with pytest.raises(CheckpointError, match=f"{path.name}: {reason.replace('an audio file', 'a checkpoint file')}"):
         load_checkpoint(path)
+
+
+# ------------------------------------------------------------------------------ manifests (item 6)
+@pytest.mark.parametrize("body, line, reason", [
+    # one extra field on every row: pandas would take the first column as an index and shift
+    # every column by one (id <- path, path <- labels) without a word
+    ("a,/x/a.wav,dog,1\nb,/x/b.wav,cat,2\n", 2, "a record has 4 fields, the header has 3 (id, path, labels)"),
+    ("a,/x/a.wav,dog\nb,/x/b.wav,cat,2\n", 3, "a record has 4 fields, the header has 3"),
+    ('a,/x/a.wav,dog\nb,"/x/b.wav,cat\nc,/x/c.wav,cow\n', 3, 'a quoted field is never closed'),
+    ('"a,/x/a.wav,dog\nb,/x/b.wav,cat\n', 2, 'a quoted field is never closed'),
+])
+def test_a_malformed_csv_manifest_names_file_and_line(tmp_path: Path, body: str, line: int, reason: str) -> None:
+    from audiossl.data.manifest import ManifestError, read_manifest
+
+    path = tmp_path / "train.csv"
+    path.write_text("id,path,labels\n" + body)
+    with pytest.raises(ManifestError) as e:
+        read_manifest(path)
+    assert (e.value.path, e.value.line) == (str(path), line) and reason in e.value.reason
+    assert str(e.value).startswith(f"{path}:{line}: ")
+
+
+def test_a_csv_with_a_trailing_delimiter_on_every_row_still_reads(tmp_path: Path) -> None:
+    from audiossl.data.manifest import read_manifest
+
+    path = tmp_path / "train.csv"
+    path.write_text("id,path,labels\na,/x/a.wav,dog,\nb,/x/b.wav,cat,\n")
+    m = read_manifest(path)
+    assert list(m.table["id"]) == ["a", "b"] and list(m.table["path"]) == ["/x/a.wav", "/x/b.wav"]

@@ -11,6 +11,7 @@ import csv
 import filecmp
 import os
 import re
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -98,18 +99,51 @@ class _CsvLines:
 
 def _read_csv_frame(path: Path, text_columns: Sequence[str]) -> pd.DataFrame:
     """A CSV as strings where identifiers live, inferred types elsewhere; only empty cells are NaN
-    (a label or id spelled "NA" stays itself)."""
+    (a label or id spelled "NA" stays itself). Every record must have the header's fields: pandas
+    would otherwise read one extra field on every row as an index and shift the columns."""
     header = _read_csv_frame_header(path)
     try:
         dtype = {c: str for c in header if c in text_columns}  # pandas' own text dtype, as inference gives
-        return pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
+                               index_col=False)
+    except pd.errors.ParserWarning:
+        line, fields = _first_long_record(path, len(header))
+        raise ManifestError(path, f"a record has {fields} fields, the header has {len(header)} "
+                                  f"({', '.join(header)})", line=line) from None
     except pd.errors.EmptyDataError:
         raise ManifestError(path, "empty file (no header line)") from None
     except pd.errors.ParserError as e:
-        m = re.search(r"line (\d+)", str(e))
-        raise ManifestError(path, f"malformed CSV: {str(e).strip()}", line=int(m.group(1)) if m else None) from None
+        raise _csv_parser_error(path, e) from None
     except UnicodeDecodeError as e:
         raise ManifestError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _csv_parser_error(path: Path, e: Exception) -> ManifestError:
+    text = str(e).strip()
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if fields:
+        want, line, saw = (int(g) for g in fields.groups())
+        return ManifestError(path, f"a record has {saw} fields, the header has {want}", line=line)
+    quote = re.search(r"EOF inside string starting at row (\d+)", text)
+    if quote:  # pandas counts rows from 0 (the header), editors count lines from 1
+        return ManifestError(path, "a quoted field is never closed (unbalanced \")", line=int(quote.group(1)) + 1)
+    m = re.search(r"line (\d+)", text)
+    return ManifestError(path, f"malformed CSV: {text}", line=int(m.group(1)) if m else None)
+
+
+def _first_long_record(path: Path, width: int) -> Tuple[Optional[int], int]:
+    """(line, field count) of the first record with more than ``width`` fields."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        previous = reader.line_num
+        for record in reader:
+            if len(record) > width:
+                return previous + 1, len(record)
+            previous = reader.line_num
+    return None, width + 1
 
 
 def _read_csv_frame_header(path: Path) -> List[str]:
@@ -117,6 +151,8 @@ def _read_csv_frame_header(path: Path) -> List[str]:
         return [str(c) for c in pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns]
     except pd.errors.EmptyDataError:
         raise ManifestError(path, "empty file (no header line)") from None
+    except pd.errors.ParserError as e:
+        raise _csv_parser_error(path, e) from None
     except UnicodeDecodeError as e:
         raise ManifestError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
 

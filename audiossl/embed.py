@@ -254,6 +254,12 @@ class Embedder(nn.Module):
     @torch.no_grad()
     def embed(self, waveforms: Sequence[Tensor], frames: bool = True) -> List[ClipEmbedding]:
         """Embed mono waveforms ``(N_i,)`` at :attr:`sample_rate`, of any lengths, in one batch."""
+        return self.embed_fbank(self.fbanks(waveforms), frames=frames)
+
+    @torch.no_grad()
+    def fbanks(self, waveforms: Sequence[Tensor]) -> List[Tensor]:
+        """Raw (un-normalised) log-mels ``(T_i, F)`` of mono waveforms, computed in one batch:
+        what :meth:`embed` feeds :meth:`embed_fbank`."""
         if not len(waveforms):
             return []
         device = self.device
@@ -264,7 +270,7 @@ class Embedder(nn.Module):
                 raise ValueError(f"waveform {i} must be 1-D (mono samples), got shape {tuple(w.shape)}")
             batch[i, : lengths[i]] = w.to(device=device, dtype=torch.float32)
         feats, frame_lengths = fbank(batch, self.fbank_config, lengths)
-        return self.embed_fbank([feats[i, :n] for i, n in enumerate(frame_lengths.tolist())], frames=frames)
+        return [feats[i, :n] for i, n in enumerate(frame_lengths.tolist())]
 
     @torch.no_grad()
     def embed_fbank(self, feats: Sequence[Tensor], frames: bool = True) -> List[ClipEmbedding]:
@@ -552,6 +558,10 @@ class _Writer:
         self.partial.unlink(missing_ok=True)
 
 
+def _is_finite(emb: ClipEmbedding) -> bool:
+    return bool(torch.isfinite(emb.clip).all()) and (emb.frames is None or bool(torch.isfinite(emb.frames).all()))
+
+
 def _fsync(path: Path) -> None:
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
@@ -589,9 +599,11 @@ def embed_files(
     (``frames``, ``timestamps``, ``frame_offsets``, ``num_steps`` only with ``frames=True``.)
     One dataset per kind rather than one per clip: ``clip`` loads as a matrix for a probe, and an
     HDF5 file with 10^5–10^6 objects is slow to open. The file is written as ``out.partial`` and
-    renamed when complete; clips that cannot be read (:class:`~audiossl.audio.AudioError`) or are
-    shorter than one fbank frame are skipped, logged and listed in ``out.skipped.tsv``
-    (``manifest_index, id, path, reason``), which is removed when nothing was skipped. NPZ holds
+    renamed when complete; clips that cannot be read (:class:`~audiossl.audio.AudioError`), are
+    shorter than one fbank frame, or give a non-finite fbank (as ``audiossl fbank`` skips them:
+    float32 power spectra overflow for samples of about 1e16 and up) or a non-finite embedding are
+    skipped, logged and listed in ``out.skipped.tsv`` (``manifest_index, id, path, reason``),
+    which is removed when nothing was skipped. NPZ holds
     everything in memory until the end; HDF5 streams. Returns a summary dict.
     """
     from tqdm import tqdm
@@ -630,6 +642,11 @@ def embed_files(
     skipped: List[Tuple[int, str, str, str]] = []
     min_samples = embedder.fbank_config.window_size
     layer_shape = () if embedder.num_layers is None else (embedder.num_layers,)
+
+    def skip(row: Any, reason: str) -> None:
+        logger.warning("skipping %s: %s", row.path, reason)
+        skipped.append((int(row.manifest_index), str(row.id), str(row.path), reason))
+
     try:
         with tqdm(total=len(table), unit="clip", desc="embed", disable=not progress) as bar:
             for lo in range(0, len(table), batch_size):
@@ -641,12 +658,23 @@ def embed_files(
                         if wave.numel() < min_samples:
                             raise AudioError(row.path, f"shorter than one fbank frame ({wave.numel()} samples)")
                     except AudioError as exc:
-                        logger.warning("skipping %s: %s", row.id, exc.reason)
-                        skipped.append((int(row.manifest_index), str(row.id), str(row.path), exc.reason))
+                        skip(row, exc.reason)
                         continue
                     waves.append(wave)
                     kept.append(row)
-                for row, wave, emb in zip(kept, waves, embedder.embed(waves, frames=frames)):
+                # A non-finite log-mel never reaches the encoder, so its batch-mates are the same
+                # batch as without it; a non-finite result of a finite one is caught after.
+                feats = embedder.fbanks(waves)
+                finite = [bool(torch.isfinite(f).all()) for f in feats]
+                for row, wave, ok in zip(kept, waves, finite):
+                    if not ok:
+                        skip(row, f"fbank is not finite (max |sample| {float(wave.abs().max()):.3g})")
+                embs = embedder.embed_fbank([f for f, ok in zip(feats, finite) if ok], frames=frames)
+                good = [(row, wave) for row, wave, ok in zip(kept, waves, finite) if ok]
+                for (row, wave), emb in zip(good, embs):
+                    if not _is_finite(emb):
+                        skip(row, "embedding is not finite")
+                        continue
                     writer.add(str(row.id), int(row.manifest_index), wave.numel() / embedder.sample_rate, emb)
                 bar.update(len(batch))
                 if skipped:
@@ -656,6 +684,7 @@ def embed_files(
         writer.abort()
         raise
 
+    skipped.sort(key=lambda s: s[0])  # clips skipped after their batch was embedded come last
     sidecar = out.with_name(out.name + ".skipped.tsv")
     if skipped:
         lines = ["manifest_index\tid\tpath\treason"]

@@ -1,0 +1,124 @@
+"""Issue 13 (reliability), `audiossl embed` and the HEAR API over it: non-finite clips are skipped
+and listed as `audiossl fbank` lists them, a run that embeds nothing fails, mismatch errors name
+the file, the batching tolerance is the documented one, and the skipped list survives any file
+name. Synthetic tones through a tiny EAT (1.28 s windows), so nothing here needs espeak-ng."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audiossl import hear
+from audiossl.audio import AudioError
+from audiossl.checkpoint import CheckpointError, load_checkpoint, native_payload, save_checkpoint
+from audiossl.embed import Embedder, embed_files, read_embeddings
+from audiossl.features import FbankConfig, Normalizer
+from audiossl.models.encoder import Encoder
+from audiossl.models.registry import build_model
+
+SR = 16000
+TARGET = 128
+# Clip lengths in samples: under one patch, under a window, one window, and 2-4 windows.
+LENGTHS = (3000, 8000, 16000, 20000, 25600, 30000, 41000, 52000)
+
+
+def _payload(model, family: str = "eat", **kw):
+    return native_payload(
+        model,
+        family=family,
+        fbank=FbankConfig.preset("ast").to_dict(),
+        normalizer=Normalizer.preset("audioset").to_dict(),
+        target_length=TARGET,
+        **kw,
+    )
+
+
+def _tone(n: int, i: int) -> np.ndarray:
+    t = np.arange(n) / SR
+    noise = np.random.default_rng(i).standard_normal(n)
+    return (0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t * (1 + t)) + 0.05 * noise).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "eat_tiny.pt", _payload(build_model("eat_tiny")))
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tones")
+    for i, n in enumerate(LENGTHS):
+        sf.write(str(root / f"c{i}.wav"), _tone(n, i), SR)
+    return root
+
+
+def _read_skipped(path: Path) -> list:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.reader(fh, delimiter="\t"))
+
+
+def _command_args(*argv: str) -> argparse.Namespace:
+    from audiossl.commands import embed as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return parser.parse_args([*argv, "--quiet"])
+
+
+# ------------------------------------------------------------------- 1. non-finite embeddings
+def test_non_finite_clip_is_skipped_and_listed_like_fbank(tmp_path, checkpoint):
+    """Samples ×1e30 overflow the float32 power spectrum: `audiossl fbank` skips such a clip
+    ("fbank is not finite"); embed skipped nothing and wrote a NaN clip vector. Now it skips and
+    lists it, and the clips batched with it get what they get without it."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(3):
+        sf.write(str(clips / f"ok{i}.wav"), _tone(12000 + 4000 * i, i), SR)
+    sf.write(str(clips / "huge.wav"), _tone(16000, 9) * np.float32(1e30), SR, subtype="FLOAT")
+    out = tmp_path / "emb.h5"
+    summary = embed_files(checkpoint, clips, out, frames=True, batch_size=8, progress=False)
+    assert (summary["clips"], summary["skipped"]) == (3, 1)
+    data = read_embeddings(out)
+    assert data["ids"].tolist() == ["ok0", "ok1", "ok2"]
+    assert np.isfinite(data["clip"]).all() and np.isfinite(data["frames"]).all()
+    rows = _read_skipped(out.with_name(out.name + ".skipped.tsv"))
+    assert rows[0] == ["manifest_index", "id", "path", "reason"]
+    assert [r[:3] for r in rows[1:]] == [["0", "huge", str(clips / "huge.wav")]]
+    assert rows[1][3].startswith("fbank is not finite")
+    # The other clips of the batch are what they are alone.
+    emb = Embedder.from_checkpoint(checkpoint)
+    from audiossl.audio import load
+
+    for i in range(3):
+        alone = emb.embed([load(clips / f"ok{i}.wav")])[0]
+        np.testing.assert_allclose(data["clip"][i], alone.clip.numpy(), atol=1e-6, rtol=0)
+
+
+def test_non_finite_embedding_of_a_finite_fbank_is_skipped(tmp_path, checkpoint, tones, monkeypatch):
+    """A finite fbank can still give a non-finite embedding (overflow inside a reduced-precision
+    encoder): that clip is skipped and listed too, its batch-mates kept."""
+    original = Embedder.embed_fbank
+
+    def poisoned(self, feats, frames=True):
+        out = original(self, feats, frames=frames)
+        out[1].clip = torch.full_like(out[1].clip, float("nan"))
+        return out
+
+    monkeypatch.setattr(Embedder, "embed_fbank", poisoned)
+    out = tmp_path / "emb.npz"
+    summary = embed_files(checkpoint, tones, out, batch_size=8, progress=False)
+    assert (summary["clips"], summary["skipped"]) == (len(LENGTHS) - 1, 1)
+    assert np.isfinite(read_embeddings(out)["clip"]).all()
+    rows = _read_skipped(out.with_name(out.name + ".skipped.tsv"))
+    assert rows[1][1] == "c1" and rows[1][3].startswith("embedding is not finite")
+
+

@@ -576,6 +576,7 @@ def embed_files(
     frames: bool = False,
     batch_size: int = 8,
     progress: bool = True,
+    allow_empty: bool = False,
     **embedder_options: Any,
 ) -> Dict[str, Any]:
     """Embed every clip ``inputs`` names (see :func:`resolve_inputs`) into ``out``.
@@ -605,6 +606,10 @@ def embed_files(
     skipped, logged and listed in ``out.skipped.tsv`` (``manifest_index, id, path, reason``),
     which is removed when nothing was skipped. NPZ holds
     everything in memory until the end; HDF5 streams. Returns a summary dict.
+
+    A run that embeds no clip raises :class:`~audiossl.audio.AudioError` (naming the input, and
+    the reason when it is one file) and writes no ``out``, only the skipped list: an empty file
+    would pass for a finished run. ``allow_empty=True`` writes the empty file instead.
     """
     from tqdm import tqdm
 
@@ -679,7 +684,11 @@ def embed_files(
                 bar.update(len(batch))
                 if skipped:
                     bar.set_postfix(skipped=len(skipped), refresh=False)
-        writer.close(embedder.embed_dim, layer_shape)
+        empty = not writer.ids and not allow_empty
+        if empty:
+            writer.abort()
+        else:
+            writer.close(embedder.embed_dim, layer_shape)
     except BaseException:
         writer.abort()
         raise
@@ -695,9 +704,26 @@ def embed_files(
         logger.warning("%d clips skipped, listed in %s", len(skipped), sidecar)
     elif sidecar.exists():
         sidecar.unlink()
+    if empty:
+        raise _nothing_embedded(inputs, table, skipped, sidecar)
     os.replace(partial, out)
     return {"path": str(out), "clips": len(table) - len(skipped), "skipped": len(skipped),
             "skipped_list": str(sidecar) if skipped else None}
+
+
+def _nothing_embedded(inputs: PathLike, table: "pd.DataFrame", skipped: Sequence[Tuple[int, str, str, str]],
+                      sidecar: Path) -> Exception:
+    from audiossl.audio import AudioError
+
+    if not len(table):
+        return AudioError(inputs, "nothing embedded: it names no clip")
+    if len(skipped) == 1:
+        _, _, path, reason = skipped[0]
+        return AudioError(path, f"nothing embedded: {reason} (listed in {sidecar})")
+    _, _, path, reason = skipped[0]
+    return AudioError(
+        inputs, f"nothing embedded: all {len(skipped)} clips were skipped (listed in {sidecar}; the first, {path}: {reason})"
+    )
 
 
 def read_embeddings(path: PathLike) -> Dict[str, Any]:

@@ -122,3 +122,25 @@ def test_non_finite_embedding_of_a_finite_fbank_is_skipped(tmp_path, checkpoint,
     assert rows[1][1] == "c1" and rows[1][3].startswith("embedding is not finite")
 
 
+# ------------------------------------------------------------------- 2. nothing embedded
+def test_nothing_embedded_fails_with_the_reason(tmp_path, checkpoint, caplog):
+    """One corrupt file used to exit 0 with "0 clips embedded" and leave an empty output (which a
+    recipe's `[ -f out ] ||` guard then takes for done). Now the command exits 1 naming the file
+    and the reason, writes no output, and keeps the skipped list."""
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio at all")
+    out = tmp_path / "x.h5"
+    from audiossl.commands import embed as command
+
+    with caplog.at_level(logging.ERROR):
+        assert command.run(_command_args(str(checkpoint), str(bad), "-o", str(out))) == 1
+    assert "nothing embedded" in caplog.text and str(bad) in caplog.text and "corrupt" in caplog.text
+    assert not out.exists() and not out.with_name("x.h5.partial").exists()
+    assert _read_skipped(out.with_name("x.h5.skipped.tsv"))[1][2] == str(bad)
+    with pytest.raises(AudioError, match="nothing embedded"):
+        embed_files(checkpoint, bad, out, progress=False)
+    # A library caller that wants an empty file for an all-bad input can still have one.
+    summary = embed_files(checkpoint, bad, out, progress=False, allow_empty=True)
+    assert summary["clips"] == 0 and read_embeddings(out)["clip"].shape == (0, 64)
+
+

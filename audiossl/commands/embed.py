@@ -3,7 +3,8 @@
 INPUT is an audio file, a folder (every audio file under it) or a manifest. Audio of any length
 works: clips longer than the model's training length (the checkpoint's target_length) are cut
 into overlapping windows, shorter ones are padded with an attention mask, and batching never
-changes a clip's result. Clips that cannot be read are skipped and listed in OUT.skipped.tsv.
+changes a clip's result. Clips that cannot be read are skipped and listed in OUT.skipped.tsv;
+when no clip can be embedded the command fails (exit 1) and writes no OUT.
 
   audiossl embed eat.pt clips/ -o emb.h5                     # one clip vector per file
   audiossl embed eat.pt train.csv -o emb.h5 --frames         # + per-time-step vectors, ms timestamps
@@ -53,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from audiossl.audio import AudioError
     from audiossl.data.manifest import ManifestError
     from audiossl.embed import embed_files
     from audiossl.checkpoint import CheckpointError
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             hop_ms=args.hop_ms,
             device=args.device,
         )
-    except (CheckpointError, ManifestError, ValueError) as exc:
+    except (AudioError, CheckpointError, ManifestError, ValueError) as exc:  # AudioError: nothing embedded
         logger.error("%s", exc)
         return 1
     skipped = f", {summary['skipped']} skipped (listed in {summary['skipped_list']})" if summary["skipped"] else ""

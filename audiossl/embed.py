@@ -138,11 +138,19 @@ class Embedder(nn.Module):
         self.step_frames = cfg.stride[0]  # frames between token time steps
         self.overlapping = self.step_frames != self.patch_height
         self.fixed_grid = cfg.pos_embed == "learned"
+        table_window = self._table_window()
         if window_frames is None:
             window_frames = self._learned_window() if self.fixed_grid else DEFAULT_WINDOW_FRAMES
+            window_frames = min(window_frames, table_window or window_frames)
         elif self.fixed_grid and window_frames != self._learned_window():
             raise ValueError(
                 f"learned positions fix the window at {self._learned_window()} frames, got window_frames={window_frames}"
+            )
+        elif table_window is not None and window_frames > table_window:
+            # Refused here, not on the first long clip deep in a run.
+            raise ValueError(
+                f"window_frames={window_frames} does not fit the stored position table "
+                f"({cfg.pos_table_rows // cfg.pos_table_width} token steps, {table_window} frames)"
             )
         if window_frames < self.patch_height:
             raise ValueError(f"window_frames {window_frames} is shorter than one patch ({self.patch_height} frames)")
@@ -160,6 +168,13 @@ class Embedder(nn.Module):
     def _learned_window(self) -> int:
         gh = self.encoder.config.pos_grid[0]
         return (gh - 1) * self.step_frames + self.patch_height
+
+    def _table_window(self) -> Optional[int]:
+        """Longest window a stored position table (imported EAT) has positions for, or None."""
+        cfg = self.encoder.config
+        if not cfg.pos_table_rows:
+            return None
+        return (cfg.pos_table_rows // cfg.pos_table_width - 1) * self.step_frames + self.patch_height
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -180,9 +195,30 @@ class Embedder(nn.Module):
         imported EAT), with the front end, normaliser and ``target_length`` it stores.
         ``"auto"`` pooling and layers (and ``layer_mean=None``) are what the checkpoint records
         (:func:`embedding_defaults`); an explicit ``layers`` without ``layer_mean`` stacks them."""
+        from audiossl.checkpoint import CheckpointError
         from audiossl.models.registry import encoder_from_checkpoint
 
-        encoder, ckpt = encoder_from_checkpoint(checkpoint, which=which)
+        path = None if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
+        try:
+            encoder, ckpt = encoder_from_checkpoint(checkpoint, which=which)
+        except CheckpointError as exc:
+            if exc.path is not None or path is None:
+                raise
+            # The registry rebuilds from the loaded dict, so its errors lack the file.
+            raise CheckpointError(path, exc.reason) from exc
+        try:
+            embedder = cls._from_loaded(encoder, ckpt, pooling=pooling, layers=layers, layer_mean=layer_mean,
+                                        window_frames=window_frames, hop_ms=hop_ms, max_rows=max_rows)
+        except ValueError as exc:  # the checkpoint's front end, or an option, does not fit its encoder
+            if path is None:
+                raise
+            raise ValueError(f"{path}: {exc}") from exc
+        return embedder.to(device)
+
+    @classmethod
+    def _from_loaded(cls, encoder: Encoder, ckpt: Mapping[str, Any], *, pooling: str, layers: LayersArg,
+                     layer_mean: Optional[bool], window_frames: Optional[int], hop_ms: Optional[float],
+                     max_rows: int) -> "Embedder":
         if ckpt.get("fbank") is not None:
             fbank_config = FbankConfig.from_dict(ckpt["fbank"])
         else:
@@ -196,7 +232,7 @@ class Embedder(nn.Module):
         if layers == AUTO:
             layers = defaults["layers"]
             layer_mean = defaults["layer_mean"] if layer_mean is None else layer_mean
-        embedder = cls(
+        return cls(
             encoder,
             fbank_config,
             normalizer,
@@ -207,7 +243,6 @@ class Embedder(nn.Module):
             hop_frames=hop_frames,
             max_rows=max_rows,
         )
-        return embedder.to(device)
 
     def train(self, mode: bool = True) -> "Embedder":
         """An embedder never trains: the encoder stays in eval mode (no dropout, no drop-path)
@@ -674,8 +709,12 @@ def embed_files(
                 for row, wave, ok in zip(kept, waves, finite):
                     if not ok:
                         skip(row, f"fbank is not finite (max |sample| {float(wave.abs().max()):.3g})")
-                embs = embedder.embed_fbank([f for f, ok in zip(feats, finite) if ok], frames=frames)
                 good = [(row, wave) for row, wave, ok in zip(kept, waves, finite) if ok]
+                try:
+                    embs = embedder.embed_fbank([f for f, ok in zip(feats, finite) if ok], frames=frames)
+                except ValueError as exc:  # a clip the model cannot take: a mismatch, not a bad clip
+                    names = ", ".join(str(row.path) for row, _ in good)
+                    raise ValueError(f"{source or 'embedder'}: cannot embed {names}: {exc}") from exc
                 for (row, wave), emb in zip(good, embs):
                     if not _is_finite(emb):
                         skip(row, "embedding is not finite")

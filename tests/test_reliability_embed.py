@@ -144,3 +144,57 @@ def test_nothing_embedded_fails_with_the_reason(tmp_path, checkpoint, caplog):
     assert summary["clips"] == 0 and read_embeddings(out)["clip"].shape == (0, 64)
 
 
+# ------------------------------------------------------------------- 3. mismatch names the file
+def test_checkpoint_that_does_not_fit_names_its_path(tmp_path, checkpoint, tones, caplog):
+    broken = load_checkpoint(checkpoint)
+    broken["model"].pop("encoder.patch_embed.proj.weight")
+    broken_path = save_checkpoint(tmp_path / "broken.pt", broken)
+    with pytest.raises(CheckpointError, match="does not fit the model") as info:
+        Embedder.from_checkpoint(broken_path)
+    assert str(broken_path) in str(info.value)
+    with pytest.raises(CheckpointError, match="does not fit the model") as info:
+        hear.load_model(str(broken_path))
+    assert str(broken_path) in str(info.value)
+
+    mel64 = load_checkpoint(checkpoint)
+    mel64["fbank"]["num_mel_bins"] = 64
+    mel64_path = save_checkpoint(tmp_path / "mel64.pt", mel64)
+    from audiossl.commands import embed as command
+
+    for path in (broken_path, mel64_path):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert command.run(_command_args(str(path), str(tones), "-o", str(tmp_path / "x.h5"))) == 1
+        assert str(path) in caplog.text
+
+
+def test_window_past_a_stored_position_table_fails_before_any_clip(tmp_path, tones):
+    """An imported EAT stores its position table; a window longer than the table used to fail
+    mid-run, on the first long clip, with neither the clip's nor the checkpoint's path. Now the
+    embedder refuses the window at once, naming the checkpoint, and its default window fits."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(build_model("eat_tiny").encoder.config, pos_table_rows=8 * 8)  # 8 steps: 128 frames
+    path = save_checkpoint(tmp_path / "table.pt", _payload(Encoder(config), "encoder", meta={"source": "eat"}))
+    with pytest.raises(ValueError, match="stored position table") as info:
+        Embedder.from_checkpoint(path, window_frames=256)
+    assert str(path) in str(info.value)
+    summary = embed_files(path, tones, tmp_path / "t.h5", progress=False)
+    assert summary["clips"] == len(LENGTHS)
+    assert Embedder(Encoder(config)).window_frames == TARGET  # no target_length: the table's length
+
+
+def test_a_clip_the_model_cannot_take_names_the_files(tmp_path, checkpoint, tones, monkeypatch):
+    """Any other ValueError of the encoder on a batch stops the run (it is a mismatch, not a bad
+    clip) naming the checkpoint and the batch's files, and leaves no partial output."""
+
+    def refuse(self, feats, frames=True):
+        raise ValueError("token grid (99, 8) does not fit")
+
+    monkeypatch.setattr(Embedder, "embed_fbank", refuse)
+    out = tmp_path / "x.h5"
+    with pytest.raises(ValueError, match="does not fit") as info:
+        embed_files(checkpoint, tones / "c3.wav", out, progress=False)
+    assert str(checkpoint) in str(info.value) and str(tones / "c3.wav") in str(info.value)
+    assert not out.exists() and not out.with_name("x.h5.partial").exists()
+
+

@@ -2,9 +2,10 @@
 
 INPUT is an audio file, a folder (every audio file under it) or a manifest. Audio of any length
 works: clips longer than the model's training length (the checkpoint's target_length) are cut
-into overlapping windows, shorter ones are padded with an attention mask, and batching never
-changes a clip's result. Clips that cannot be read are skipped and listed in OUT.skipped.tsv;
-when no clip can be embedded the command fails (exit 1) and writes no OUT.
+into overlapping windows, shorter ones are padded with an attention mask, and batching changes a
+clip's result only to float rounding (~1e-6). Clips that cannot be read, or whose fbank or
+embedding is not finite, are skipped and listed in OUT.skipped.tsv; when no clip can be embedded
+the command fails (exit 1) and writes no OUT.
 
   audiossl embed eat.pt clips/ -o emb.h5                     # one clip vector per file
   audiossl embed eat.pt train.csv -o emb.h5 --frames         # + per-time-step vectors, ms timestamps
@@ -39,7 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pooling", choices=["auto", "cls", "mean"], default="auto",
         help="clip pooling; auto = CLS for EAT, mean of patch tokens otherwise (default: %(default)s)",
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="files per batch (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=8,
+        help="files per batch; batch sizes differ only to float rounding, ~1e-6 (default: %(default)s)",
+    )
     parser.add_argument(
         "--hop-ms", type=float, default=None,
         help="hop between windows for clips longer than the model's window (default: half a window)",

@@ -52,6 +52,7 @@ one HDF5 or NPZ file (layout in its docstring) atomically, listing unreadable cl
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -641,9 +642,10 @@ def embed_files(
     renamed when complete; clips that cannot be read (:class:`~audiossl.audio.AudioError`), are
     shorter than one fbank frame, or give a non-finite fbank (as ``audiossl fbank`` skips them:
     float32 power spectra overflow for samples of about 1e16 and up) or a non-finite embedding are
-    skipped, logged and listed in ``out.skipped.tsv`` (``manifest_index, id, path, reason``),
-    which is removed when nothing was skipped. NPZ holds
-    everything in memory until the end; HDF5 streams. Returns a summary dict.
+    skipped, logged and listed in ``out.skipped.tsv`` (``manifest_index, id, path, reason``; read
+    it with ``csv.reader(fh, delimiter="\t")``: a name holding a tab or newline is quoted), which
+    is removed when nothing was skipped. NPZ holds everything in memory until the end; HDF5
+    streams. Returns a summary dict.
 
     A run that embeds no clip raises :class:`~audiossl.audio.AudioError` (naming the input, and
     the reason when it is one file) and writes no ``out``, only the skipped list: an empty file
@@ -738,11 +740,7 @@ def embed_files(
     skipped.sort(key=lambda s: s[0])  # clips skipped after their batch was embedded come last
     sidecar = out.with_name(out.name + ".skipped.tsv")
     if skipped:
-        lines = ["manifest_index\tid\tpath\treason"]
-        lines += ["\t".join(str(v).replace("\t", " ").replace("\n", " ") for v in s) for s in skipped]
-        tmp = sidecar.with_name(sidecar.name + ".partial")
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.replace(tmp, sidecar)
+        _write_skipped(sidecar, skipped)
         logger.warning("%d clips skipped, listed in %s", len(skipped), sidecar)
     elif sidecar.exists():
         sidecar.unlink()
@@ -751,6 +749,17 @@ def embed_files(
     os.replace(partial, out)
     return {"path": str(out), "clips": len(table) - len(skipped), "skipped": len(skipped),
             "skipped_list": str(sidecar) if skipped else None}
+
+
+def _write_skipped(sidecar: Path, skipped: Sequence[Tuple[int, str, str, str]]) -> None:
+    """The skipped list, atomically: tab-separated, a field holding a tab, newline or quote
+    quoted (``csv`` with ``delimiter="\t"``, which reads it back), so any file name survives."""
+    tmp = sidecar.with_name(sidecar.name + ".partial")
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        writer.writerow(["manifest_index", "id", "path", "reason"])
+        writer.writerows(skipped)
+    os.replace(tmp, sidecar)
 
 
 def _nothing_embedded(inputs: PathLike, table: "pd.DataFrame", skipped: Sequence[Tuple[int, str, str, str]],

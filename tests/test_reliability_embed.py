@@ -215,3 +215,20 @@ def test_batch_size_changes_results_only_to_float_rounding(tmp_path, checkpoint,
     assert "never changes" not in doc and "float rounding (~1e-6)" in doc
 
 
+# ------------------------------------------------------------------- 5. skipped-list quoting
+def test_skipped_list_survives_tabs_and_newlines_in_names(tmp_path, checkpoint, tones):
+    names = ["tab\tname", "new\nline", 'quote"d']
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    sf.write(str(clips / "good.wav"), _tone(16000, 0), SR)
+    for name in names:
+        (clips / f"{name}.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
+    out = tmp_path / "emb.h5"
+    summary = embed_files(checkpoint, clips, out, progress=False)
+    assert summary["skipped"] == len(names)
+    rows = _read_skipped(out.with_name(out.name + ".skipped.tsv"))
+    assert rows[0] == ["manifest_index", "id", "path", "reason"] and all(len(r) == 4 for r in rows)
+    assert sorted(r[1] for r in rows[1:]) == sorted(names)
+    assert sorted(r[2] for r in rows[1:]) == sorted(str(clips / f"{n}.wav") for n in names)
+
+

@@ -24,7 +24,10 @@ The HEAR rules (hear-validator) and how they are met:
   validator warns). ``upsample=k`` repeats each step's embedding ``k`` times at ``160/k`` ms
   spacing, centred on the step (``upsample=4``: 40 ms), for event tasks scored at finer tolerance;
   it adds no information, only resolution of the labels the probe sees;
-* any length up to HEAR's 20 min: long sounds go through the embedder's sliding windows.
+* any length up to HEAR's 20 min: long sounds go through the embedder's sliding windows;
+* finite embeddings: the API cannot skip a sound as ``audiossl embed`` skips a clip, so a sound
+  whose embedding is not finite (NaN/inf samples, or samples so large that the float32 fbank
+  overflows) is a ``ValueError`` naming it rather than a NaN row handed to the probe.
 
 Scene embeddings are the embedder's clip embeddings (CLS for EAT, mean of patch tokens otherwise,
 see :mod:`audiossl.embed`).
@@ -79,6 +82,10 @@ def load_model(model_file_path: str = "", *, upsample: int = 1, preset: Optional
         if preset is not None:
             raise ValueError("pass either a checkpoint path or a preset, not both")
         embedder = Embedder.from_checkpoint(model_file_path, **options)
+        try:
+            return HearModel(embedder, upsample=upsample)
+        except ValueError as exc:
+            raise ValueError(f"{model_file_path}: {exc}") from exc
     else:
         from audiossl.features import FbankConfig, Normalizer
         from audiossl.models.registry import build_model, family_of
@@ -106,7 +113,18 @@ def _check_audio(audio: Tensor, model: HearModel) -> Tensor:
 
 
 def _embed(audio: Tensor, model: HearModel, frames: bool) -> list:
-    return model.embedder.embed(list(audio.to(torch.float32).unbind(0)), frames=frames)
+    """The embedder's output for each sound; a non-finite one is an error, since the HEAR API
+    has no way to skip a sound and a NaN row would reach the probe silently."""
+    out = model.embedder.embed(list(audio.to(torch.float32).unbind(0)), frames=frames)
+    bad = [i for i, e in enumerate(out) if not bool(torch.isfinite(e.clip).all())
+           or (e.frames is not None and not bool(torch.isfinite(e.frames).all()))]
+    if bad:
+        peak = float(audio[bad].abs().max())
+        raise ValueError(
+            f"sound(s) {bad[:10]}{' ...' if len(bad) > 10 else ''} give non-finite embeddings: their samples are "
+            f"not finite or too large (max |sample| {peak:.3g}; the float32 fbank overflows from about 1e16)"
+        )
+    return out
 
 
 @torch.no_grad()

@@ -232,3 +232,31 @@ def test_skipped_list_survives_tabs_and_newlines_in_names(tmp_path, checkpoint, 
     assert sorted(r[2] for r in rows[1:]) == sorted(str(clips / f"{n}.wav") for n in names)
 
 
+# ------------------------------------------------------------------- HEAR
+def test_hear_refuses_sounds_with_non_finite_embeddings(checkpoint):
+    """HEAR's API cannot skip a sound, so a sound whose embedding is not finite is an error
+    naming it, not a NaN row handed to the probe."""
+    model = hear.load_model(str(checkpoint))
+    audio = torch.from_numpy(np.stack([_tone(20000, 0), _tone(20000, 1) * np.float32(1e30)]))
+    with pytest.raises(ValueError, match=r"sound\(s\) \[1\]"):
+        hear.get_scene_embeddings(audio, model)
+    with pytest.raises(ValueError, match=r"sound\(s\) \[1\]"):
+        hear.get_timestamp_embeddings(audio, model)
+    nan = audio[:1].clone()
+    nan[0, 100] = float("nan")
+    with pytest.raises(ValueError, match="not finite"):
+        hear.get_scene_embeddings(nan, model)
+    ok = hear.get_scene_embeddings(audio[:1], model)
+    assert torch.isfinite(ok).all()
+
+
+def test_hear_refusals_of_a_checkpoint_name_its_path(tmp_path, checkpoint):
+    """The HEAR model's own refusal (a sample rate the validator rejects) names the file, as the
+    embedder's do (a state dict that does not fit: see above)."""
+    fb = FbankConfig.preset("ast").to_dict()
+    fb["sample_frequency"] = 32000.0
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "m32k.pt", native_payload(build_model("eat_tiny"), family="eat", fbank=fb))
+    with pytest.raises(ValueError, match="HEAR allows sample rates") as info:
+        hear.load_model(str(path))
+    assert str(path) in str(info.value)

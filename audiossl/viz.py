@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from audiossl.features import FbankConfig, fbank
+from audiossl.files import atomic_write_bytes, atomic_write_text
 from audiossl.masking.gallery import PATCH, GalleryLayer, sample_family, select_families
 from audiossl.masking.stats import format_table
 from audiossl.tokenizers import patchify, unpatchify
@@ -89,18 +90,7 @@ def save_png(fig: Any, path: PathLike, dpi: Optional[float] = None) -> Path:
     path = Path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi="figure" if dpi is None else dpi)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with open(partial, "wb") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def draw_spectrogram(ax: Any, spec: Tensor, extent: Sequence[float], vmin: float, vmax: float) -> None:
@@ -287,10 +277,7 @@ def mask_gallery(
             logger.info("wrote %s", path)
     if gallery.rows:
         stats = {"grid": list(grid), "source": source, "families": dict(gallery.rows)}
-        partial = out / "stats.json.partial"
-        with open(partial, "w") as fh:
-            json.dump(stats, fh, indent=2)
-        os.replace(partial, out / "stats.json")
+        atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
     return gallery
 
 

@@ -3,13 +3,14 @@ seeded ``WeightedRandomSampler`` that draws with them."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 from torch.utils.data import WeightedRandomSampler
+
+from audiossl.files import atomic_path
 
 from .items import DatasetError, PathLike
 from .rng import _as_generator
@@ -34,9 +35,8 @@ def write_weights_csv(path: PathLike, weights: Any) -> Path:
     written to ``path.partial`` and renamed when complete."""
     path = Path(path)
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
-    partial = path.with_name(path.name + ".partial")
-    np.savetxt(partial, w, fmt="%.18e", delimiter=",")
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        np.savetxt(partial, w, fmt="%.18e", delimiter=",")
     return path
 
 

@@ -773,7 +773,8 @@ def _nothing_embedded(inputs: PathLike, table: "pd.DataFrame", skipped: Sequence
         return AudioError(path, f"nothing embedded: {reason} (listed in {sidecar})")
     _, _, path, reason = skipped[0]
     return AudioError(
-        inputs, f"nothing embedded: all {len(skipped)} clips were skipped (listed in {sidecar}; the first, {path}: {reason})"
+        inputs,
+        f"nothing embedded: all {len(skipped)} clips were skipped (listed in {sidecar}; the first, {path}: {reason})",
     )
 
 

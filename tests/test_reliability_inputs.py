@@ -102,3 +102,14 @@ def test_a_csv_with_a_trailing_delimiter_on_every_row_still_reads(tmp_path: Path
     path.write_text("id,path,labels\na,/x/a.wav,dog,\nb,/x/b.wav,cat,\n")
     m = read_manifest(path)
     assert list(m.table["id"]) == ["a", "b"] and list(m.table["path"]) == ["/x/a.wav", "/x/b.wav"]
+
+
+def test_a_checkpoint_that_does_not_fit_its_model_names_the_file(tmp_path: Path) -> None:
+    from audiossl.models.registry import encoder_from_checkpoint, model_from_checkpoint
+
+    payload = native_payload(build_model("maeast_patch_tiny"), family="maeast")
+    payload["model"].pop(next(iter(payload["model"])))
+    path = save_checkpoint(tmp_path / "cut.pt", payload)
+    for fn in (model_from_checkpoint, encoder_from_checkpoint):
+        with pytest.raises(CheckpointError, match=r"cut\.pt: does not fit the model .*missing keys"):
+            fn(path)

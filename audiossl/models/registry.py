@@ -115,9 +115,10 @@ _ENCODER_ATTRS = {"student": "encoder", "teacher": None, "encoder": "encoder", "
 _TEACHER_ATTRS = ("teacher", "target_encoder")
 
 
-def model_from_checkpoint(ckpt: Union[PathLike, Mapping[str, Any]], *, map_location: Any = "cpu") -> nn.Module:
-    """Rebuild the checkpoint's model from its family and config and load its weights."""
-    path = None
+def model_from_checkpoint(ckpt: Union[PathLike, Mapping[str, Any]], *, map_location: Any = "cpu",
+                          path: Optional[PathLike] = None) -> nn.Module:
+    """Rebuild the checkpoint's model from its family and config and load its weights. ``path``
+    names the file in errors when ``ckpt`` is an already loaded dict."""
     if not isinstance(ckpt, Mapping):
         path = ckpt
         ckpt = load_checkpoint(ckpt, map_location=map_location)
@@ -129,17 +130,17 @@ def model_from_checkpoint(ckpt: Union[PathLike, Mapping[str, Any]], *, map_locat
 
 
 def encoder_from_checkpoint(
-    ckpt: Union[PathLike, Mapping[str, Any]], *, which: Optional[str] = None, map_location: Any = "cpu"
+    ckpt: Union[PathLike, Mapping[str, Any]], *, which: Optional[str] = None, map_location: Any = "cpu",
+    path: Optional[PathLike] = None,
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """The encoder a downstream task uses, and the checkpoint dict (for ``fbank``/``normalizer``).
 
     ``which``: ``"student"`` (the trained encoder), ``"teacher"`` (EAT's or I-JEPA's EMA copy) or
     None for the family's default (:data:`DEFAULT_ENCODER`)."""
-    path = None
     if not isinstance(ckpt, Mapping):
         path = ckpt
         ckpt = load_checkpoint(ckpt, map_location=map_location)
-    model = model_from_checkpoint(ckpt)
+    model = model_from_checkpoint(ckpt, path=path)
     if isinstance(model, Encoder):
         return model, dict(ckpt)
     which = which or DEFAULT_ENCODER.get(ckpt["family"], "student")

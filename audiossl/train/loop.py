@@ -1,0 +1,135 @@
+"""The parts of a training loop that the pretraining and fine-tuning engines share.
+
+Device and mixed precision (bf16/fp16 autocast on CUDA, a grad scaler for fp16 only), the
+seeded random streams that make a resumed run draw what the uninterrupted one drew, the
+optimiser update (unscale, clip, step), the files of a run directory (``config.yaml``,
+``metrics.jsonl``, atomic text writes) and restoring model, optimiser and scaler from a
+checkpoint's training state. What differs between the engines (when to save, which checkpoint
+to resume from, what a metrics record holds) stays in each engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any, ContextManager, Dict, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from audiossl.checkpoint import CheckpointError, load_checkpoint, load_state_dict
+from audiossl.train import distributed as dist_utils
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, incompatible resume); says what is kept."""
+
+
+# ------------------------------------------------------------------------------------- device
+def device_for(name: str, info: dist_utils.DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", info.local_rank)
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def grad_scaler(amp_dtype: Optional[torch.dtype]) -> Optional[torch.amp.GradScaler]:
+    """bf16 has fp32's range and needs no loss scaling; fp16 does."""
+    return torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+
+def autocast(device: torch.device, amp_dtype: Optional[torch.dtype]) -> ContextManager[Any]:
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype)
+
+
+def seed_generator(seed: int, rank: int, stream: int = 0) -> torch.Generator:
+    """A generator for one named random stream of a run, independent of every other stream."""
+    import numpy as np
+
+    words = np.random.SeedSequence([seed, rank, stream, 0x6D61736B]).generate_state(2, dtype=np.uint32)
+    g = torch.Generator()
+    g.manual_seed((int(words[0]) << 31) ^ int(words[1]))
+    return g
+
+
+# ------------------------------------------------------------------------------------- update
+def backward(loss: torch.Tensor, scaler: Optional[torch.amp.GradScaler]) -> None:
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler],
+                   params: Sequence[nn.Parameter], max_norm: Optional[float]) -> Optional[torch.Tensor]:
+    """Unscale, clip the gradients' total norm to ``max_norm`` and step; returns the norm before
+    clipping (``None``: no clipping and no norm; ``math.inf``: the norm without clipping)."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if max_norm is not None else None
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return norm
+
+
+# ------------------------------------------------------------------------------------- run files
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_config(out: Path, config: Mapping[str, Any]) -> None:
+    """``out/config.yaml``: the resolved configuration, in the order of its dataclass fields."""
+    import yaml
+
+    write_atomic(out / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
+
+
+def append_metrics(path: Path, record: Mapping[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics(path: Path, key: str, last: int) -> None:
+    """Drop the records whose ``key`` ("step", "epoch") is past ``last``: a resumed run rewrites them."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)[key] <= last]
+    write_atomic(path, "".join(line + "\n" for line in keep))
+
+
+# ------------------------------------------------------------------------------------- resume
+def load_training_state(path: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``(checkpoint, checkpoint["train"])``; a checkpoint without training state cannot resume."""
+    ckpt = load_checkpoint(path)
+    train = ckpt.get("train")
+    if not train:
+        raise CheckpointError(path, "has no training state to resume from")
+    return ckpt, train
+
+
+def restore_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler],
+                           ckpt: Mapping[str, Any], path: Path) -> None:
+    """Model weights, optimiser state and (when both sides use one) the grad scaler's scale."""
+    train = ckpt["train"]
+    load_state_dict(model, ckpt["model"], path=path)
+    optimizer.load_state_dict(train["optimizer"])
+    if scaler is not None and train.get("scaler"):
+        scaler.load_state_dict(train["scaler"])
+

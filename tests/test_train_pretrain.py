@@ -16,8 +16,8 @@ from typing import List
 import pytest
 import torch
 
-from audiossl.models.registry import build_model
-from audiossl.train.checkpoint import load_checkpoint, model_from_checkpoint
+from audiossl.checkpoint import load_checkpoint
+from audiossl.models.registry import build_model, model_from_checkpoint
 from audiossl.train.optim import Schedule, build_optimizer, cosine_ramp, layer_id, param_groups
 from audiossl.train.pretrain import (
     FAMILY_OPTIM,
@@ -289,3 +289,13 @@ def test_step_schedule_matches_multisteplr_stepped_per_epoch() -> None:
         assert [sched(epoch * spe + i) for i in range(spe)] == pytest.approx([want] * spe), epoch
         opt.step()
         ref.step()
+
+
+def test_names_importable_before_the_shared_parts_moved_still_are() -> None:
+    import audiossl.train.pretrain as pt
+    from audiossl import checkpoint
+    from audiossl.train import config, loop
+
+    assert pt.TrainingError is loop.TrainingError and pt.PRECISIONS is loop.PRECISIONS
+    assert pt.apply_overrides is config.apply_overrides and pt.yaml_loader is config.yaml_loader
+    assert pt.CheckpointError is checkpoint.CheckpointError and pt.load_checkpoint is checkpoint.load_checkpoint

@@ -23,10 +23,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-import json
 import logging
 import math
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -36,24 +34,34 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from audiossl.checkpoint import load_checkpoint, load_state_dict, native_payload, save_checkpoint
 from audiossl.train import distributed as dist_utils
-from audiossl.train.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_state_dict,
-    native_payload,
-    save_checkpoint,
+from audiossl.train.config import check_keys, read_config
+from audiossl.train.loop import (
+    PRECISIONS,
+    TrainingError,
+    append_metrics,
+    autocast,
+    autocast_dtype,
+    backward,
+    device_for,
+    grad_scaler,
+    load_training_state,
+    optimizer_step,
+    restore_training_state,
+    seed_generator,
+    truncate_metrics,
+    write_config,
 )
 from audiossl.train.optim import Schedule, build_optimizer, cosine_ramp, param_groups, set_lr
 
+# Importable from here since before the shared parts moved to train/config.py and train/loop.py.
+from audiossl.checkpoint import CheckpointError  # noqa: F401
+from audiossl.train.config import apply_overrides, yaml_loader  # noqa: F401
+
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)\.pt$")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, incompatible resume); says what is kept."""
 
 
 # ------------------------------------------------------------------------------------- config
@@ -152,12 +160,12 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PretrainConfig":
         d = dict(d)
-        _check_keys(cls, d, "")
+        check_keys(cls, d, "")
         model = d.get("model", cls.model)
         data = dict(d.pop("data", None) or {})
         optim = {**family_optim(model), **dict(d.pop("optim", None) or {})}
-        _check_keys(DataConfig, data, "data.")
-        _check_keys(OptimConfig, optim, "optim.")
+        check_keys(DataConfig, data, "data.")
+        check_keys(OptimConfig, optim, "optim.")
         cfg = cls(**d, data=DataConfig(**data), optim=OptimConfig(**optim))
         cfg.validate()
         return cfg
@@ -175,96 +183,11 @@ class PretrainConfig:
             raise ValueError("set data.train to an fbank store (.h5)")
 
 
-def _check_keys(cls: Any, d: Mapping[str, Any], prefix: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown config keys {[prefix + k for k in unknown]}; known: {sorted(prefix + k for k in known)}")
-
-
-def yaml_loader() -> Any:
-    """PyYAML's SafeLoader, plus floats written without a dot (``5e-4``), which YAML 1.1 reads as
-    strings and every learning rate in a recipe is written as."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-        list("-+0123456789"),
-    )
-    return Loader
-
-
-def apply_overrides(d: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
-    """``["--optim.lr", "1e-3", "--steps=10"]`` → nested dict updates; values are YAML scalars."""
-    import yaml
-
-    loader = yaml_loader()
-    out = json.loads(json.dumps(d))
-    items = list(overrides)
-    i = 0
-    while i < len(items):
-        tok = items[i]
-        if not tok.startswith("--") or len(tok) <= 2:
-            raise ValueError(f"expected --key value, got {tok!r}")
-        key, eq, value = tok[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(items):
-                raise ValueError(f"{tok} needs a value")
-            value = items[i + 1]
-            i += 1
-        i += 1
-        node = out
-        parts = key.replace("-", "_").split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"--{key}: {p} is not a section")
-        node[parts[-1]] = yaml.load(value, Loader=loader)
-    return out
-
-
 def load_config(path: Optional[Union[str, Path]], overrides: Sequence[str] = ()) -> PretrainConfig:
-    import yaml
-
-    d: Dict[str, Any] = {}
-    if path is not None:
-        with open(path) as f:
-            d = yaml.load(f, Loader=yaml_loader()) or {}
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: a pretraining config is a YAML mapping")
-    return PretrainConfig.from_dict(apply_overrides(d, overrides))
+    return PretrainConfig.from_dict(read_config(path, overrides, "a pretraining config"))
 
 
 # ------------------------------------------------------------------------------------- helpers
-def _device(name: str, info: dist_utils.DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", info.local_rank)
-    return torch.device(name)
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def _seed_generator(seed: int, rank: int, stream: int = 0) -> torch.Generator:
-    import numpy as np
-
-    words = np.random.SeedSequence([seed, rank, stream, 0x6D61736B]).generate_state(2, dtype=np.uint32)
-    g = torch.Generator()
-    g.manual_seed((int(words[0]) << 31) ^ int(words[1]))
-    return g
-
-
 def checkpoints(out: Union[str, Path]) -> List[Path]:
     """The step checkpoints in ``out``, oldest first (only complete files: writes are atomic)."""
     out = Path(out)
@@ -299,20 +222,6 @@ def _check_grid(model: nn.Module, cfg: PretrainConfig) -> None:
         )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records after ``step``: a resumed run rewrites them."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    _write_atomic(path, "".join(line + "\n" for line in keep))
-
-
 # ------------------------------------------------------------------------------------- engine
 class Pretrainer:
     """Builds model, data and optimiser from a :class:`PretrainConfig` and runs the loop."""
@@ -324,11 +233,11 @@ class Pretrainer:
 
         self.cfg = cfg
         self.info = dist_utils.init(cfg.device)
-        self.device = _device(cfg.device, self.info)
+        self.device = device_for(cfg.device, self.info)
         self.out = Path(cfg.out)
         self.family = family_of(cfg.model)
         torch.manual_seed(cfg.seed * 1009 + self.info.rank)
-        self.generator = _seed_generator(cfg.seed, self.info.rank)
+        self.generator = seed_generator(cfg.seed, self.info.rank)
 
         self.model = build_model(cfg.model, **cfg.model_args)
         _check_grid(self.model, cfg)
@@ -358,8 +267,8 @@ class Pretrainer:
         warmup = int(round(o.warmup * cfg.steps)) if o.warmup < 1 else int(o.warmup)
         self.schedule = Schedule(self.peak_lr, cfg.steps, min(warmup, cfg.steps), o.schedule, o.min_lr, o.warmup_init_lr)
         self.optimizer = build_optimizer(groups, o.optimizer, lr=self.peak_lr, betas=o.betas, eps=o.eps)
-        self.amp_dtype = _autocast_dtype(cfg.precision, self.device)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.amp_dtype = autocast_dtype(cfg.precision, self.device)
+        self.scaler = grad_scaler(self.amp_dtype)
         self.params = [p for g in groups for p in g["params"]]
 
         self.net: nn.Module = self.model
@@ -389,10 +298,7 @@ class Pretrainer:
             logger.info("no checkpoint in %s: starting from scratch", self.out)
             return False
         path = found[-1]
-        ckpt = load_checkpoint(path)
-        train = ckpt.get("train")
-        if not train:
-            raise CheckpointError(path, "has no training state to resume from")
+        ckpt, train = load_training_state(path)
         old = train["config"]
         for key in ("model", "model_args", "seed"):
             if old.get(key) != getattr(self.cfg, key):
@@ -400,10 +306,7 @@ class Pretrainer:
                                     f"({old.get(key)!r} in the checkpoint, {getattr(self.cfg, key)!r} now)")
         if old["data"]["batch_size"] != self.cfg.data.batch_size or train["world_size"] != self.info.world_size:
             logger.warning("%s: batch size or process count changed; the data order will not match the original run", path)
-        load_state_dict(self.model, ckpt["model"], path=path)
-        self.optimizer.load_state_dict(train["optimizer"])
-        if self.scaler is not None and train.get("scaler"):
-            self.scaler.load_state_dict(train["scaler"])
+        restore_training_state(self.model, self.optimizer, self.scaler, ckpt, path)
         self.step, self.epoch, self.batches_in_epoch = int(train["step"]), int(train["epoch"]), int(train["batches_in_epoch"])
         rng = train.get("rng") or []
         if len(rng) == self.info.world_size:
@@ -411,7 +314,7 @@ class Pretrainer:
         else:
             logger.warning("%s: saved by %d processes, resumed by %d: RNG streams restart", path, len(rng), self.info.world_size)
         if self.info.is_main:
-            _truncate_metrics(self.out / "metrics.jsonl", self.step)
+            truncate_metrics(self.out / "metrics.jsonl", "step", self.step)
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batches_in_epoch)
         return True
 
@@ -429,7 +332,7 @@ class Pretrainer:
             loader = DataLoader(self.dataset, batch_size=bs, sampler=self.sampler, drop_last=True,
                                 num_workers=self.cfg.data.num_workers, collate_fn=self.dataset.collate_fn,
                                 pin_memory=self.device.type == "cuda",
-                                generator=_seed_generator(self.cfg.seed, self.info.rank, self.epoch + 1))
+                                generator=seed_generator(self.cfg.seed, self.info.rank, self.epoch + 1))
             for batch in loader:
                 yield batch
             self.epoch += 1
@@ -437,9 +340,7 @@ class Pretrainer:
 
     # -------------------------------------------------------------------------------- step
     def _forward(self, x: torch.Tensor):
-        if self.amp_dtype is None:
-            return self.net(x, generator=self.generator)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype):
+        with autocast(self.device, self.amp_dtype):
             return self.net(x, generator=self.generator)
 
     def train_step(self, batches: Iterator[Dict[str, Any]]) -> Dict[str, float]:
@@ -466,7 +367,7 @@ class Pretrainer:
                 out = self._forward(x)
                 loss = out.loss / o.accum_steps
                 finite &= bool(torch.isfinite(out.loss.detach()))
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
+                backward(loss, self.scaler)
             for k, v in out.logs().items():
                 sums[k] = sums.get(k, 0.0) + float(v) / o.accum_steps
             self.batches_in_epoch += 1
@@ -476,15 +377,8 @@ class Pretrainer:
                 f"optimiser step. The last good checkpoint is {self._last_checkpoint() or 'none (no checkpoint yet)'}: "
                 "lower optim.lr, enable clipping (optim.clip_grad) or use precision fp32/bf16, then --resume."
             )
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        max_norm = o.clip_grad if o.clip_grad is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        max_norm = o.clip_grad if o.clip_grad is not None else math.inf  # inf: not clipped, still measured
+        grad_norm = float(optimizer_step(self.optimizer, self.scaler, self.params, max_norm))
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         logs = dict(sums, lr=lr, grad_norm=grad_norm, clips=float(clips))
@@ -552,13 +446,12 @@ class Pretrainer:
 
     # -------------------------------------------------------------------------------- loop
     def run(self) -> Path:
-        import yaml
         from tqdm.auto import tqdm
 
         cfg = self.cfg
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            write_config(self.out, cfg.to_dict())
         metrics_path = self.out / "metrics.jsonl"
         batches = self._batches()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.info.is_main),
@@ -590,8 +483,7 @@ class Pretrainer:
         clips = record.pop("clips", 0.0) * self.info.world_size * n
         record["clips_per_s"] = clips / max(seconds, 1e-9)
         if self.info.is_main:
-            with open(path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_metrics(path, record)
             bar.set_postfix({k: f"{record[k]:.4g}" for k in ("loss", "lr") if k in record})
 
 

@@ -214,7 +214,7 @@ def test_imported_hf_eat_matches_upstream_features(tmp_path, folder):
 
 
 def test_maeast_input_batch_norm_becomes_the_normaliser():
-    from audiossl.embed import _input_normalizer
+    from audiossl.embed.embedder import _input_normalizer
 
     torch.manual_seed(0)
     model = build_model("maeast_frame_tiny").eval()

@@ -201,11 +201,3 @@ def source_of(ckpt: Mapping[str, Any]) -> str:
     if ckpt.get("family") == "mae" and isinstance(enc, Mapping) and enc.get("sincos_swap_axes"):
         return "audiomae"
     return str(ckpt.get("family") or "")
-
-
-def __getattr__(name: str) -> Any:  # TEMPORARY while train/finetune.py is being split (issue 12)
-    if name in ("classifier_from_checkpoint", "classifier_from_preset"):
-        from audiossl.models import downstream
-
-        return getattr(downstream, name)
-    raise AttributeError(name)

@@ -102,9 +102,9 @@ def _read_csv_frame(path: Path, text_columns: Sequence[str]) -> pd.DataFrame:
     (a label or id spelled "NA" stays itself). Every record must have the header's fields: pandas
     would otherwise read one extra field on every row as an index and shift the columns."""
     header = _read_csv_frame_header(path)
+    dtype = {c: str for c in header if c in text_columns}  # pandas' own text dtype, as inference gives
     try:
-        dtype = {c: str for c in header if c in text_columns}  # pandas' own text dtype, as inference gives
-        with warnings.catch_warnings():
+        with _csv_errors(path), warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
             return pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
                                index_col=False)
@@ -112,6 +112,18 @@ def _read_csv_frame(path: Path, text_columns: Sequence[str]) -> pd.DataFrame:
         line, fields = _first_long_record(path, len(header))
         raise ManifestError(path, f"a record has {fields} fields, the header has {len(header)} "
                                   f"({', '.join(header)})", line=line) from None
+
+
+def _read_csv_frame_header(path: Path) -> List[str]:
+    with _csv_errors(path):
+        return [str(c) for c in pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns]
+
+
+@contextmanager
+def _csv_errors(path: Path) -> Iterator[None]:
+    """pandas' errors for a CSV that cannot be parsed, as :class:`ManifestError` at its line."""
+    try:
+        yield
     except pd.errors.EmptyDataError:
         raise ManifestError(path, "empty file (no header line)") from None
     except pd.errors.ParserError as e:
@@ -144,17 +156,6 @@ def _first_long_record(path: Path, width: int) -> Tuple[Optional[int], int]:
                 return previous + 1, len(record)
             previous = reader.line_num
     return None, width + 1
-
-
-def _read_csv_frame_header(path: Path) -> List[str]:
-    try:
-        return [str(c) for c in pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns]
-    except pd.errors.EmptyDataError:
-        raise ManifestError(path, "empty file (no header line)") from None
-    except pd.errors.ParserError as e:
-        raise _csv_parser_error(path, e) from None
-    except UnicodeDecodeError as e:
-        raise ManifestError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def _check_known(

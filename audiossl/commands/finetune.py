@@ -9,7 +9,8 @@ any config key can be overridden on the command line as ``--section.key value``:
 Defaults come from the encoder's family (audiossl/train/finetune.py, FAMILY_FINETUNE). Model
 selection uses a validation split taken from the training clips (data.val_fraction);
 ``--select_on_test true`` is upstream's optimistic best-epoch-on-test protocol and is labelled so.
-Writes results.json, test_clips.txt, metrics.jsonl, checkpoint.pt and model.pt into --out.
+Writes results.json, test_clips.txt, metrics.jsonl, checkpoint.pt and model.pt into --out; a
+folder that already holds a run needs --resume or --overwrite.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", choices=("pretrained", "random"), help="random: the random-init baseline (needs --model)")
     parser.add_argument("--model", help="preset of the random-init encoder, e.g. eat_tiny")
     parser.add_argument("--out", help="output directory (config key `out`)")
-    parser.add_argument("--resume", action="store_true", help="continue after the last finished epoch in --out")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue after the last finished epoch in --out")
+    again.add_argument("--overwrite", action="store_true",
+                       help="remove the run already in --out (results, checkpoints, metrics, config) first")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -40,6 +44,7 @@ def run_mode(args: argparse.Namespace, mode: Optional[str]) -> int:
 
     from audiossl.checkpoint import CheckpointError
     from audiossl.train.finetune import TrainingError, finetune, load_config
+    from audiossl.train.loop import RunFolderError
 
     overrides = list(args.overrides)
     for flag, key in ((args.checkpoint, "model.checkpoint"), (args.init, "model.init"), (args.model, "model.preset"),
@@ -57,7 +62,10 @@ def run_mode(args: argparse.Namespace, mode: Optional[str]) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     try:
-        results = finetune(cfg, resume=args.resume)
+        results = finetune(cfg, resume=args.resume, overwrite=getattr(args, "overwrite", False))
+    except RunFolderError as e:  # the command line must change: like a usage error
+        logger.error("%s", e)
+        return 2
     except (TrainingError, CheckpointError, ValueError) as e:
         logger.error("%s", e)
         return 1

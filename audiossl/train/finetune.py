@@ -76,11 +76,13 @@ from audiossl.train.evaluation import json_clean
 from audiossl.train.finetune_config import AugmentConfig, FinetuneConfig, FtModelConfig, FtOptimConfig
 from audiossl.train.finetune_data import FinetuneData, resolve_normalizer, split_data
 from audiossl.train.loop import (
+    RunFolderError,
     TrainingError,
     append_metrics,
     autocast,
     autocast_dtype,
     backward,
+    claim_out,
     device_for,
     grad_scaler,
     load_training_state,
@@ -113,6 +115,9 @@ from audiossl.train.selection import SELECTED_ON_TEST  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
+# What a run writes into ``out`` (what --overwrite removes; any of them marks a folder as holding a run).
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "best.pt", "model.pt", "model_wa.pt", "results.json",
+             "test_clips.txt")
 
 # ------------------------------------------------------------------------------------- building
 def finetune_param_groups(model: Classifier, o: FtOptimConfig, params: Optional[Sequence[nn.Parameter]] = None
@@ -362,7 +367,12 @@ class Finetuner:
         """Continue after the last finished epoch in ``out``; False (fresh start) if none."""
         path = self.out / "checkpoint.pt"
         if not path.is_file():
-            logger.info("no checkpoint in %s: starting from scratch", self.out)
+            done = [name for name in ("results.json", "model.pt") if (self.out / name).exists()]
+            if done:
+                raise RunFolderError(f"{self.out} holds a finished run ({', '.join(done)}) but no checkpoint.pt to "
+                                     "resume from: pass --overwrite to train it again, or a new --out")
+            logger.info("no checkpoint in %s: starting from epoch 0", self.out)
+            truncate_metrics(self.out / "metrics.jsonl", "epoch", 0)
             return False
         ckpt, train = load_training_state(path)
         old, now = train["config"], self.cfg.to_dict()
@@ -458,8 +468,11 @@ class Finetuner:
         }
 
 
-def finetune(cfg: FinetuneConfig, *, resume: bool = False) -> Dict[str, Any]:
-    """Run ``cfg`` (either mode) and return the ``results.json`` dict."""
+def finetune(cfg: FinetuneConfig, *, resume: bool = False, overwrite: bool = False) -> Dict[str, Any]:
+    """Run ``cfg`` (either mode) and return the ``results.json`` dict. A ``cfg.out`` that holds
+    a run needs ``resume`` (continue it) or ``overwrite`` (remove its files first); see
+    :func:`audiossl.train.loop.claim_out`."""
+    claim_out(Path(cfg.out), RUN_FILES, resume=resume, overwrite=overwrite)
     trainer = Finetuner(cfg)
     if resume:
         trainer.resume()

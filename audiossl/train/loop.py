@@ -11,10 +11,12 @@ to resume from, what a metrics record holds) stays in each engine.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
+import logging
 import os
 from pathlib import Path
-from typing import Any, ContextManager, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, ContextManager, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -24,9 +26,16 @@ from audiossl.train import distributed as dist_utils
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
+logger = logging.getLogger(__name__)
+
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, incompatible resume); says what is kept."""
+
+
+class RunFolderError(TrainingError):
+    """The output folder holds a run that this one would mix with: the command line must say
+    what to do with it (``--resume``, another ``--out``, ``--overwrite``)."""
 
 
 # ------------------------------------------------------------------------------------- device
@@ -112,6 +121,50 @@ def truncate_metrics(path: Path, key: str, last: int) -> None:
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)[key] <= last]
     write_atomic(path, "".join(line + "\n" for line in keep))
+
+
+# ------------------------------------------------------------------------------------- run folder
+def run_files(out: Path, patterns: Sequence[str]) -> List[Path]:
+    """The files in ``out`` that a run writes (``patterns``: glob patterns of their names), with
+    the ``.partial`` leftovers of interrupted writes; sorted by name."""
+    if not out.is_dir():
+        return []
+    names = list(patterns) + [p + ".partial" for p in patterns]
+    return sorted(p for p in out.iterdir() if p.is_file() and any(fnmatch.fnmatchcase(p.name, n) for n in names))
+
+
+def _names(paths: Sequence[Path], most: int = 6) -> str:
+    names = [p.name for p in paths]
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def claim_out(out: Path, patterns: Sequence[str], *, resume: bool, overwrite: bool, remove: bool = True) -> None:
+    """Make ``out`` fit for a new run, or the run it holds fit to continue.
+
+    A folder that is missing, empty or holds none of a run's files is used as it is. One that
+    holds a run needs ``resume`` (continue it; the engine checks there is something to continue)
+    or ``overwrite`` (its run files are removed first, and said; every other file stays and is
+    named); anything else raises :class:`RunFolderError`: a second run would overwrite the
+    first's results, and its checkpoints and metrics would mix with the first's. ``remove``:
+    whether this process deletes (the main one of a distributed run)."""
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: --resume continues the run in the folder, "
+                         "--overwrite removes it")
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out}: the output folder is a file")
+    found = run_files(out, patterns)
+    if not found or resume:
+        return
+    if not overwrite:
+        raise RunFolderError(f"{out} holds a run ({_names(found)}): pass --resume to continue it, a new --out, "
+                             "or --overwrite to clear it first")
+    if not remove:
+        return
+    for path in found:
+        path.unlink(missing_ok=True)
+    others = sorted(out.iterdir())
+    logger.warning("--overwrite: removed the previous run's %d files from %s (%s)%s", len(found), out, _names(found, 20),
+                   f"; kept the {len(others)} other entries: {_names(others)}" if others else "")
 
 
 # ------------------------------------------------------------------------------------- resume

@@ -25,6 +25,7 @@ import dataclasses
 import inspect
 import logging
 import math
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -39,11 +40,13 @@ from audiossl.train import distributed as dist_utils
 from audiossl.train.config import check_keys, read_config
 from audiossl.train.loop import (
     PRECISIONS,
+    RunFolderError,
     TrainingError,
     append_metrics,
     autocast,
     autocast_dtype,
     backward,
+    claim_out,
     device_for,
     grad_scaler,
     load_training_state,
@@ -62,6 +65,8 @@ from audiossl.train.config import apply_overrides, yaml_loader  # noqa: F401
 logger = logging.getLogger(__name__)
 
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)\.pt$")
+# What a run writes into ``out`` (what --overwrite removes; any of them marks a folder as holding a run).
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint-*.pt", "model.pt")
 
 
 # ------------------------------------------------------------------------------------- config
@@ -292,10 +297,17 @@ class Pretrainer:
         logger.info("initialised %s from %s", self.cfg.model, path)
 
     def resume(self) -> bool:
-        """Load the newest checkpoint in ``out``; False (fresh start) if there is none."""
+        """Load the newest checkpoint in ``out``; False (fresh start) if there is none. A run
+        killed before its first checkpoint starts again from step 0 (its records are dropped);
+        a finished one without checkpoints (deleted to save space) has nothing to continue."""
         found = checkpoints(self.out)
         if not found:
-            logger.info("no checkpoint in %s: starting from scratch", self.out)
+            if (self.out / "model.pt").exists():
+                raise RunFolderError(f"{self.out} holds a finished run (model.pt) but no checkpoint to resume from: "
+                                     "pass --overwrite to train it again, or a new --out")
+            logger.info("no checkpoint in %s: starting from step 0", self.out)
+            if self.info.is_main:
+                truncate_metrics(self.out / "metrics.jsonl", "step", 0)
             return False
         path = found[-1]
         ckpt, train = load_training_state(path)
@@ -487,10 +499,17 @@ class Pretrainer:
             bar.set_postfix({k: f"{record[k]:.4g}" for k in ("loss", "lr") if k in record})
 
 
-def pretrain(cfg: PretrainConfig, *, resume: bool = False) -> Path:
-    """Train ``cfg`` and return the final native checkpoint (``out/model.pt``)."""
+def pretrain(cfg: PretrainConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train ``cfg`` and return the final native checkpoint (``out/model.pt``). A ``cfg.out``
+    that holds a run needs ``resume`` (continue it) or ``overwrite`` (remove its files first);
+    see :func:`audiossl.train.loop.claim_out`."""
+    # Before the process group forms, so every rank has looked at the folder before any writes
+    # to it; the main process (RANK 0 of torchrun) is the one that removes.
+    claim_out(Path(cfg.out), RUN_FILES, resume=resume, overwrite=overwrite,
+              remove=int(os.environ.get("RANK", "0")) == 0)
     trainer = Pretrainer(cfg)
     try:
+        dist_utils.barrier()
         if resume:
             trainer.resume()
         return trainer.run()

@@ -103,11 +103,10 @@ if run_stage 3; then
         run="$out/pretrain/$f"
         if [ -f "$run/model.pt" ]; then echo "== stage 3: $f: pretrained"; continue; fi
         echo "== stage 3: pretrain $f"
-        resume=(); [ -d "$run" ] && ls "$run"/checkpoint-*.pt >/dev/null 2>&1 && resume=(--resume)
         over=(); [ -n "$steps" ] && over=(--steps "$steps" --save_every "$steps")
         start=$(date +%s)
         audiossl pretrain --config "$conf/pretrain_$f.yaml" --data.train "$store" --out "$run" \
-            --progress false "${over[@]}" "${resume[@]}"
+            --progress false "${over[@]}" --resume  # a killed run continues (or starts over before its first checkpoint)
         echo "   $f: $(( $(date +%s) - start )) s" | tee -a "$out/pretrain/minutes.txt"
     done
 fi

@@ -1,0 +1,212 @@
+"""Issue 13, the training runs: re-running into a folder that holds a run (refused, or cleared
+with ``--overwrite``), ``metrics.jsonl`` after ``--resume`` equal to the uninterrupted run's
+record for record (averaged records, torn last line), and a checkpoint whose front end differs
+from the store's (an error unless allowed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from audiossl.checkpoint import CheckpointError, load_checkpoint, native_payload, save_checkpoint
+from audiossl.models.registry import build_model
+from audiossl.train.config import apply_overrides
+from audiossl.train.finetune import FinetuneConfig, Finetuner, finetune
+from audiossl.train.loop import TrainingError, append_metrics, truncate_metrics
+from audiossl.train.pretrain import PretrainConfig, Pretrainer, checkpoints, pretrain
+
+REPO = Path(__file__).resolve().parents[1]
+SR = 16000
+
+
+# ------------------------------------------------------------------------------------- fixtures
+def _pt_cfg(store: Path, out: Path, **kw) -> PretrainConfig:
+    d = {
+        "model": "maeast_patch_tiny",
+        "data": {"train": str(store), "target_length": 128, "batch_size": 2, "num_workers": 0},
+        "steps": 4, "save_every": 2, "log_every": 1, "out": str(out), "progress": False, "device": "cpu",
+    }
+    return PretrainConfig.from_dict(apply_overrides(d, [f"--{k}={v}" for k, v in kw.items()]))
+
+
+def _records(out: Path, drop=("clips_per_s", "seconds")) -> List[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k not in drop}
+            for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """12 one-second clips of three clearly different sounds, folds 1-4, precomputed."""
+    from audiossl.data.manifest import Manifest, label_map_from_labels, read_manifest, write_manifest
+    from audiossl.data.store import compute_stats, precompute, write_normalizer
+
+    root = tmp_path_factory.mktemp("labelled")
+    rng = np.random.default_rng(0)
+    t = np.arange(SR) / SR
+    rows = []
+    for kind in ("tone", "noise", "click"):
+        for i in range(4):
+            if kind == "tone":
+                x = 0.3 * np.sin(2 * np.pi * rng.uniform(300, 3000) * t)
+            elif kind == "noise":
+                x = 0.1 * rng.standard_normal(SR)
+            else:
+                x = np.zeros(SR)
+                x[:: int(rng.integers(800, 2000))] = 0.9
+            path = root / f"{kind}_{i}.wav"
+            sf.write(str(path), x.astype(np.float32), SR)
+            rows.append({"id": f"{kind}_{i}", "path": str(path), "labels": (kind,), "fold": i + 1})
+    table = pd.DataFrame(rows)
+    write_manifest(Manifest(table, label_map_from_labels(table["labels"])), root / "manifest.csv")
+    store = root / "store.h5"
+    precompute(read_manifest(root / "manifest.csv"), store, workers=1, progress=False)
+    write_normalizer(store, compute_stats(store, progress=False).to_normalizer())
+    return store, root / "manifest.csv"
+
+
+def _pretrained(path: Path, fbank=None) -> Path:
+    torch.manual_seed(0)
+    save_checkpoint(path, native_payload(build_model("eat_tiny"), family="eat", target_length=96, fbank=fbank,
+                                         meta={"preset": "eat_tiny"}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    return _pretrained(tmp_path_factory.mktemp("ckpt") / "eat_tiny.pt")
+
+
+def _ft_dict(store: Path, manifest: Path, ckpt: Path, out: Path, **top) -> dict:
+    d = {
+        "model": {"checkpoint": str(ckpt)},
+        "data": {"store": str(store), "manifest": str(manifest), "split_column": "fold", "test_values": [1],
+                 "target_length": 96, "batch_size": 4, "eval_batch_size": 32, "num_workers": 0, "val_fraction": 0.0},
+        "mode": "linprobe", "epochs": 2, "out": str(out), "progress": False, "device": "cpu",
+    }
+    for k, v in top.items():
+        if isinstance(v, dict):
+            d.setdefault(k, {}).update(v)
+        else:
+            d[k] = v
+    return d
+
+
+def _ft_cfg(*args, **top) -> FinetuneConfig:
+    return FinetuneConfig.from_dict(_ft_dict(*args, **top), source="eat_tiny")
+
+
+def _env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+
+
+# ------------------------------------------------------------------------------------- 1. re-runs
+def test_pretrain_refuses_a_folder_that_holds_a_run_and_leaves_it_alone(speech_store: Path, tmp_path: Path) -> None:
+    pretrain(_pt_cfg(speech_store, tmp_path, steps=6, save_every=3))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(TrainingError, match=r"holds a run.*--resume.*--out.*--overwrite"):
+        pretrain(_pt_cfg(speech_store, tmp_path, steps=4))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_pretrain_overwrite_clears_only_the_runs_files(speech_store: Path, tmp_path: Path, caplog) -> None:
+    pretrain(_pt_cfg(speech_store, tmp_path, steps=6, save_every=3))  # checkpoints 3 and 6, sorting after the new
+    (tmp_path / "notes.txt").write_text("mine\n")
+    (tmp_path / "checkpoint-00000009.pt.partial").write_bytes(b"torn")
+    with caplog.at_level(logging.INFO, logger="audiossl"):
+        pretrain(_pt_cfg(speech_store, tmp_path, steps=4, save_every=2), overwrite=True)
+    assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-00000002.pt", "checkpoint-00000004.pt"]
+    assert [r["step"] for r in _records(tmp_path)] == [1, 2, 3, 4]
+    assert load_checkpoint(tmp_path / "model.pt")["meta"]["step"] == 4
+    assert (tmp_path / "notes.txt").read_text() == "mine\n" and not list(tmp_path.glob("*.partial"))
+    said = caplog.text
+    assert "checkpoint-00000006.pt" in said and "kept" in said and "notes.txt" in said
+
+
+def test_an_empty_or_missing_folder_needs_no_flag(speech_store: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    pretrain(_pt_cfg(speech_store, tmp_path / "empty", steps=1, save_every=1))
+    pretrain(_pt_cfg(speech_store, tmp_path / "new" / "deeper", steps=1, save_every=1))
+    assert (tmp_path / "empty" / "model.pt").is_file() and (tmp_path / "new" / "deeper" / "model.pt").is_file()
+
+
+def test_resume_without_a_checkpoint_starts_over_or_refuses_a_finished_run(speech_store: Path, tmp_path: Path,
+                                                                             caplog) -> None:
+    # Killed before its first checkpoint: config.yaml and a record; --resume starts from step 0 and
+    # the stale record goes, so the folder reads as one run.
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.yaml").write_text("steps: 4\n")
+    append_metrics(killed / "metrics.jsonl", {"step": 1, "epoch": 0, "loss": 9.0})
+    with caplog.at_level(logging.INFO, logger="audiossl"):
+        pretrain(_pt_cfg(speech_store, killed, steps=2, save_every=2), resume=True)
+    assert [r["step"] for r in _records(killed)] == [1, 2] and _records(killed)[0]["loss"] != 9.0
+    assert "starting from step 0" in caplog.text
+    # A finished run whose checkpoints were deleted (to save space) has nothing to resume: refused,
+    # rather than trained again over its model.pt.
+    for p in checkpoints(killed):
+        p.unlink()
+    model = (killed / "model.pt").read_bytes()
+    with pytest.raises(TrainingError, match=r"no checkpoint to resume from.*--overwrite"):
+        pretrain(_pt_cfg(speech_store, killed, steps=2, save_every=2), resume=True)
+    assert (killed / "model.pt").read_bytes() == model
+
+
+def test_finetune_and_linprobe_refuse_and_overwrite(labelled, pretrained, tmp_path: Path) -> None:
+    store, manifest = labelled
+    out = tmp_path / "probe"
+    first = finetune(_ft_cfg(store, manifest, pretrained, out, epochs=1))
+    results = (out / "results.json").read_text()
+    with pytest.raises(TrainingError, match=r"holds a run.*--resume.*--overwrite"):
+        finetune(_ft_cfg(store, manifest, pretrained, out, epochs=2))
+    assert (out / "results.json").read_text() == results and len(_records(out)) == 1
+    (out / "mine.csv").write_text("a\n")
+    again = finetune(_ft_cfg(store, manifest, pretrained, out, epochs=2), overwrite=True)
+    assert [r["epoch"] for r in _records(out)] == [1, 2] and again["epochs"] == 2 and first["epochs"] == 1
+    assert (out / "mine.csv").read_text() == "a\n"
+    with pytest.raises(ValueError, match="resume.*overwrite"):
+        finetune(_ft_cfg(store, manifest, pretrained, out), resume=True, overwrite=True)
+
+
+def test_commands_refuse_in_one_line_and_take_overwrite(labelled, pretrained, tmp_path: Path) -> None:
+    store, manifest = labelled
+    conf = tmp_path / "conf.yaml"
+    import yaml
+
+    d = _ft_dict(store, manifest, pretrained, tmp_path / "o", epochs=1)
+    d.pop("mode")
+    conf.write_text(yaml.safe_dump(d))
+    cmd = [sys.executable, "-m", "audiossl", "linprobe", "--config", str(conf)]
+    assert subprocess.run(cmd, env=_env(), capture_output=True).returncode == 0
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    lines = [line for line in again.stderr.splitlines() if line.strip()]
+    assert again.returncode == 2 and len(lines) == 1, again.stderr
+    assert "holds a run" in lines[0] and "--overwrite" in lines[0] and "Traceback" not in again.stderr
+    done = subprocess.run(cmd + ["--overwrite", "--epochs", "2"], env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert [r["epoch"] for r in _records(tmp_path / "o")] == [1, 2]
+    both = subprocess.run(cmd + ["--overwrite", "--resume"], env=_env(), capture_output=True, text=True)
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_pretrain_and_finetune_commands_have_overwrite() -> None:
+    import argparse
+
+    from audiossl.commands import finetune as ft_cmd
+    from audiossl.commands import linprobe as lp_cmd
+    from audiossl.commands import pretrain as pt_cmd
+
+    for module in (pt_cmd, ft_cmd, lp_cmd):
+        parser = argparse.ArgumentParser()
+        module.add_arguments(parser)
+        assert parser.parse_args(["--overwrite"]).overwrite is True

@@ -210,3 +210,102 @@ def test_pretrain_and_finetune_commands_have_overwrite() -> None:
         parser = argparse.ArgumentParser()
         module.add_arguments(parser)
         assert parser.parse_args(["--overwrite"]).overwrite is True
+
+
+# ------------------------------------------------------------------------------------- 2. metrics
+def _stop_at(monkeypatch, step: int) -> None:
+    """Raise KeyboardInterrupt before optimiser update ``step`` (as a kill would)."""
+    original = Pretrainer.train_step
+
+    def train_step(self, batches):
+        if self.step + 1 == step:
+            raise KeyboardInterrupt
+        return original(self, batches)
+
+    monkeypatch.setattr(Pretrainer, "train_step", train_step)
+
+
+def test_pretrain_resume_gives_the_uninterrupted_records_with_averaged_logs(speech_store: Path, tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    kw = dict(steps=12, save_every=6, log_every=4)
+    pretrain(_pt_cfg(speech_store, tmp_path / "full", **kw))
+    want = _records(tmp_path / "full")
+    assert [r["step"] for r in want] == [4, 8, 12]
+
+    cut = tmp_path / "cut"
+    _stop_at(monkeypatch, 10)  # after the step-8 record, the newest checkpoint is step 6
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(_pt_cfg(speech_store, cut, **kw))
+    monkeypatch.undo()
+    assert [r["step"] for r in _records(cut)] == [4, 8]
+    pretrain(_pt_cfg(speech_store, cut, **kw), resume=True)
+    assert _records(cut) == want  # step 8 averages steps 5-8 again, not 7-8
+
+
+def test_finetune_resume_drops_the_epochs_past_the_checkpoint(labelled, pretrained, tmp_path: Path,
+                                                              monkeypatch) -> None:
+    store, manifest = labelled
+    kw = dict(epochs=3, mode="finetune", data={"val_fraction": 0.25}, optim={"lr": 1e-3})
+    finetune(_ft_cfg(store, manifest, pretrained, tmp_path / "full", **kw))
+    original = Finetuner.save
+    calls = {"n": 0}
+
+    def save(self):
+        calls["n"] += 1
+        if calls["n"] == 2:  # epoch 2's record is written, its checkpoint not
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Finetuner, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(_ft_cfg(store, manifest, pretrained, tmp_path / "cut", **kw))
+    monkeypatch.undo()
+    assert [r["epoch"] for r in _records(tmp_path / "cut")] == [1, 2]
+    finetune(_ft_cfg(store, manifest, pretrained, tmp_path / "cut", **kw), resume=True)
+    assert _records(tmp_path / "cut") == _records(tmp_path / "full")
+
+
+def test_a_torn_last_line_is_dropped_with_a_warning(speech_store: Path, tmp_path: Path, monkeypatch,
+                                                    caplog) -> None:
+    kw = dict(steps=4, save_every=2, log_every=1)
+    pretrain(_pt_cfg(speech_store, tmp_path / "full", **kw))
+    cut = tmp_path / "cut"
+    _stop_at(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(_pt_cfg(speech_store, cut, **kw))
+    monkeypatch.undo()
+    with open(cut / "metrics.jsonl", "a") as f:  # power lost in the middle of the step-3 record
+        f.write('{"step": 3, "epoch": 0, "loss": 1.2')
+    with caplog.at_level(logging.WARNING, logger="audiossl"):
+        pretrain(_pt_cfg(speech_store, cut, **kw), resume=True)
+    assert _records(cut) == _records(tmp_path / "full")
+    assert "metrics.jsonl" in caplog.text and "torn" in caplog.text
+
+
+def test_truncate_metrics_on_both_keys_and_torn_lines(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "metrics.jsonl"
+    for step in (1, 2, 3):
+        append_metrics(path, {"step": step, "epoch": step})
+    path.write_bytes(path.read_bytes() + b'{"step": 4, "ep')
+    with caplog.at_level(logging.WARNING, logger="audiossl"):
+        truncate_metrics(path, "epoch", 2)
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
+    assert "torn" in caplog.text
+    path.write_text('{"step": 1}\n{"st\n{"step": 2}\n')  # a torn line inside: dropped too, and said
+    truncate_metrics(path, "step", 5)
+    assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
+
+
+def test_append_metrics_writes_each_record_in_one_write(tmp_path: Path, monkeypatch) -> None:
+    writes = []
+    real = os.write
+
+    def counting(fd, data):
+        writes.append(bytes(data))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", counting)
+    append_metrics(tmp_path / "m.jsonl", {"step": 1, "loss": 0.5})
+    append_metrics(tmp_path / "m.jsonl", {"step": 2, "loss": 0.25})
+    assert writes == [b'{"step": 1, "loss": 0.5}\n', b'{"step": 2, "loss": 0.25}\n']
+    assert (tmp_path / "m.jsonl").read_bytes() == b"".join(writes)

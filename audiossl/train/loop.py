@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from audiossl.checkpoint import CheckpointError, load_checkpoint, load_state_dict
+from audiossl.files import OutputError, atomic_write_text, is_no_space, no_space_error
 from audiossl.train import distributed as dist_utils
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -98,9 +99,8 @@ def optimizer_step(optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.
 
 # ------------------------------------------------------------------------------------- run files
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """``path`` replaced whole or not at all (a full disk raises :class:`~audiossl.files.OutputError`)."""
+    atomic_write_text(path, text)
 
 
 def write_config(out: Path, config: Mapping[str, Any]) -> None:
@@ -111,15 +111,58 @@ def write_config(out: Path, config: Mapping[str, Any]) -> None:
 
 
 def append_metrics(path: Path, record: Mapping[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    """One JSON line, appended by a single ``write`` on an unbuffered ``O_APPEND`` descriptor:
+    the record reaches the file whole when the process dies after the call, and a power loss
+    or full disk during it leaves at most a torn last line, which :func:`truncate_metrics`
+    drops."""
+    data = (json.dumps(record) + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            done = os.write(fd, data)
+            while done < len(data):  # a short write: only on a full disk, which the next write reports
+                done += os.write(fd, data[done:])
+        finally:
+            os.close(fd)
+    except OSError as e:
+        if is_no_space(e):
+            raise no_space_error(path, e, kept="the records before this one are kept") from e
+        raise OutputError(path, f"cannot append a metrics record ({e.strerror or e})") from e
+
+
+def _metric_lines(path: Path) -> List[Tuple[str, Dict[str, Any]]]:
+    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+    found, torn = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            found.append((line, record))
+        else:
+            torn.append(number)
+    if torn:
+        tail = torn == [len(lines)]  # the last line, without its newline
+        logger.warning("%s: dropped %s (torn by an interrupted write)", path,
+                       "the last line" if tail else f"lines {torn}, which are not JSON records")
+    return found
+
+
+def read_metrics(path: Path) -> List[Dict[str, Any]]:
+    """The records of a ``metrics.jsonl``; a line that is not a JSON record (the torn tail of a
+    write cut by a power loss or a full disk) is dropped with a warning naming it."""
+    return [record for _, record in _metric_lines(path)] if path.exists() else []
 
 
 def truncate_metrics(path: Path, key: str, last: int) -> None:
-    """Drop the records whose ``key`` ("step", "epoch") is past ``last``: a resumed run rewrites them."""
+    """Keep the records whose ``key`` ("step", "epoch") is at most ``last``, the checkpoint's:
+    a resumed run writes the later ones again. Torn lines go too (see :func:`read_metrics`)."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)[key] <= last]
+    keep = [line for line, r in _metric_lines(path) if isinstance(r.get(key), (int, float)) and r[key] <= last]
     write_atomic(path, "".join(line + "\n" for line in keep))
 
 

@@ -285,6 +285,12 @@ class Pretrainer:
         self.step = 0  # optimiser updates done
         self.epoch = 0
         self.batches_in_epoch = 0  # micro-batches of this epoch consumed by finished updates
+        # The steps since the last metrics record: saved with a checkpoint, so the first record
+        # after a resume averages the steps the uninterrupted run's record did.
+        self.window: Dict[str, float] = {}
+        self.n_window = 0
+        self.window_seconds = 0.0  # time spent on those steps before the checkpoint
+        self._window_t0 = time.perf_counter()
 
     # -------------------------------------------------------------------------------- setup
     def _init_from(self, path: str) -> None:
@@ -325,6 +331,14 @@ class Pretrainer:
             dist_utils.set_rng_state(rng[self.info.rank], self.generator)
         else:
             logger.warning("%s: saved by %d processes, resumed by %d: RNG streams restart", path, len(rng), self.info.world_size)
+        windows = train.get("window") or []
+        if len(windows) == self.info.world_size:
+            w = windows[self.info.rank]
+            self.window, self.n_window, self.window_seconds = dict(w["sums"]), int(w["n"]), float(w["seconds"])
+        elif self.step % self.cfg.log_every:
+            logger.warning("%s: holds no log window of %d processes: the record at step %d averages only the steps "
+                           "after %d", path, self.info.world_size, self.step + self.cfg.log_every - self.step % self.cfg.log_every,
+                           self.step)
         if self.info.is_main:
             truncate_metrics(self.out / "metrics.jsonl", "step", self.step)
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batches_in_epoch)
@@ -420,6 +434,9 @@ class Pretrainer:
         rng = dist_utils.gather_objects(dist_utils.rng_state(self.generator))  # every rank calls this
         if train is not None:
             train["rng"] = rng
+            train["window"] = dist_utils.gather_objects({
+                "sums": dict(self.window), "n": self.n_window,
+                "seconds": self.window_seconds + time.perf_counter() - self._window_t0})
         return native_payload(
             self.model, family=self.family,
             fbank=None if fbank is None else fbank.to_dict(),
@@ -468,19 +485,19 @@ class Pretrainer:
         batches = self._batches()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.info.is_main),
                    desc=f"pretrain {cfg.model}", dynamic_ncols=True)
-        window: Dict[str, float] = {}
-        n_window = 0
-        t0 = time.perf_counter()
+        self._window_t0 = time.perf_counter()
         try:
             while self.step < cfg.steps:
                 logs = self.train_step(batches)
                 for k, v in logs.items():
-                    window[k] = window.get(k, 0.0) + v
-                n_window += 1
+                    self.window[k] = self.window.get(k, 0.0) + v
+                self.n_window += 1
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    self._log(metrics_path, window, n_window, time.perf_counter() - t0, bar)
-                    window, n_window, t0 = {}, 0, time.perf_counter()
+                    seconds = self.window_seconds + time.perf_counter() - self._window_t0
+                    self._log(metrics_path, self.window, self.n_window, seconds, bar)
+                    self.window, self.n_window, self.window_seconds = {}, 0, 0.0
+                    self._window_t0 = time.perf_counter()
                 if self.step % cfg.save_every == 0 or self.step == cfg.steps:
                     self.save()
         finally:

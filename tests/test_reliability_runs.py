@@ -309,3 +309,40 @@ def test_append_metrics_writes_each_record_in_one_write(tmp_path: Path, monkeypa
     append_metrics(tmp_path / "m.jsonl", {"step": 2, "loss": 0.25})
     assert writes == [b'{"step": 1, "loss": 0.5}\n', b'{"step": 2, "loss": 0.25}\n']
     assert (tmp_path / "m.jsonl").read_bytes() == b"".join(writes)
+
+
+# ------------------------------------------------------------------------------------- 4. front end
+def _other_front_end(store: Path) -> dict:
+    from audiossl.data.store import FbankStore
+
+    fb = FbankStore(store).fbank_config.to_dict()
+    fb["window_type"] = "povey" if fb["window_type"] != "povey" else "hanning"
+    fb["dither"] = 0.5
+    return fb
+
+
+def test_finetune_refuses_a_checkpoint_of_another_front_end(labelled, tmp_path: Path, caplog) -> None:
+    store, manifest = labelled
+    ckpt = _pretrained(tmp_path / "other.pt", fbank=_other_front_end(store))
+    with pytest.raises(CheckpointError) as err:
+        finetune(_ft_cfg(store, manifest, ckpt, tmp_path / "o", epochs=1))
+    text = str(err.value)
+    assert str(ckpt) in text and str(store) in text and "window_type" in text and "dither" in text
+    assert "data.allow_front_end_mismatch" in text and not (tmp_path / "o").exists()
+    with caplog.at_level(logging.WARNING, logger="audiossl"):
+        finetune(_ft_cfg(store, manifest, ckpt, tmp_path / "o", epochs=1, data={"allow_front_end_mismatch": True}))
+    assert "window_type" in caplog.text and (tmp_path / "o" / "results.json").is_file()
+
+
+def test_pretrain_init_from_refuses_a_checkpoint_of_another_front_end(speech_store: Path, tmp_path: Path,
+                                                                      caplog) -> None:
+    ckpt = tmp_path / "init.pt"
+    save_checkpoint(ckpt, native_payload(build_model("maeast_patch_tiny"), family="maeast",
+                                         fbank=_other_front_end(speech_store)))
+    with pytest.raises(CheckpointError, match=r"window_type.*data.allow_front_end_mismatch") as err:
+        Pretrainer(_pt_cfg(speech_store, tmp_path / "o", init_from=str(ckpt)))
+    assert str(speech_store) in str(err.value) and str(ckpt) in str(err.value)
+    with caplog.at_level(logging.WARNING, logger="audiossl"):
+        Pretrainer(_pt_cfg(speech_store, tmp_path / "o", init_from=str(ckpt),
+                           **{"data.allow_front_end_mismatch": "true"}))
+    assert "window_type" in caplog.text

@@ -82,6 +82,7 @@ from audiossl.train.loop import (
     autocast,
     autocast_dtype,
     backward,
+    check_front_end,
     claim_out,
     device_for,
     grad_scaler,
@@ -162,17 +163,6 @@ def build_classifier(m: FtModelConfig, mode: str, num_classes: int, seed: int
     return model, None, str(m.preset)
 
 
-def _check_front_end(ckpt: Optional[Mapping[str, Any]], store: Any) -> None:
-    from audiossl.features import FbankConfig
-
-    ck = (ckpt or {}).get("fbank")
-    have = store.fbank_config
-    if ck and have is not None:
-        diff = FbankConfig.from_dict(ck).diff(have)
-        if diff:
-            logger.warning("the store's fbank differs from the checkpoint's front end: %s", diff)
-
-
 def _schedule(o: FtOptimConfig, epochs: int, steps_per_epoch: int) -> Schedule:
     total = steps_per_epoch * epochs
     warmup = int(round(o.warmup * total)) if o.warmup < 1 else int(o.warmup)
@@ -230,7 +220,9 @@ class Finetuner:
         self.model, self.ckpt, self.source = build_classifier(cfg.model, cfg.mode, self.num_classes, cfg.seed)
         self.target_length = int(cfg.data.target_length or (self.ckpt or {}).get("target_length") or 1024)
         self.model.fit_grid(self.target_length)
-        _check_front_end(self.ckpt, sp.train_store)
+        if self.ckpt is not None:
+            for store in dict.fromkeys((sp.train_store, sp.test_store)):
+                check_front_end(self.ckpt, cfg.model.checkpoint, store, cfg.data.allow_front_end_mismatch)
         self.model.to(self.device)
         self.data = FinetuneData(cfg, sp, self.target_length, resolve_normalizer(cfg.data.normalizer, self.ckpt),
                                  self.device)
@@ -376,6 +368,8 @@ class Finetuner:
             return False
         ckpt, train = load_training_state(path)
         old, now = train["config"], self.cfg.to_dict()
+        for config in (old, now):  # a switch that changes no number of the run
+            config.get("data", {}).pop("allow_front_end_mismatch", None)
         for key in ("mode", "model", "data", "seed"):
             if old.get(key) != now.get(key):
                 raise TrainingError(f"{path}: cannot resume with a different {key} ({old.get(key)!r} then, {now.get(key)!r} now)")

@@ -114,6 +114,8 @@ class FtDataConfig:
     batch_size: int = 48
     eval_batch_size: int = 64
     num_workers: int = 2
+    # A checkpoint trained on another fbank front end than the stores' is an error; true: a warning.
+    allow_front_end_mismatch: bool = False
 
 
 @dataclass

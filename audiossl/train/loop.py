@@ -210,6 +210,30 @@ def claim_out(out: Path, patterns: Sequence[str], *, resume: bool, overwrite: bo
                    f"; kept the {len(others)} other entries: {_names(others)}" if others else "")
 
 
+# ------------------------------------------------------------------------------------- front end
+def check_front_end(ckpt: Mapping[str, Any], ckpt_path: Any, store: Any, allow: bool) -> None:
+    """A checkpoint trained on another fbank than the store's would see features it never saw:
+    a :class:`CheckpointError` naming both files and the fields, unless ``allow``
+    (``data.allow_front_end_mismatch``), which keeps it a warning. Either side without a
+    recorded front end is not compared."""
+    from audiossl.features import FbankConfig
+
+    theirs, ours = ckpt.get("fbank"), store.fbank_config
+    if not theirs or ours is None:
+        return
+    diff = FbankConfig.from_dict(theirs).diff(ours)
+    if not diff:
+        return
+    fields = ", ".join(f"{k} {a!r} (checkpoint) vs {b!r} (store)" for k, (a, b) in diff.items())
+    what = f"its front end differs from the one of the store {store.path}: {fields}"
+    if allow:
+        logger.warning("%s: %s; training anyway (data.allow_front_end_mismatch)", ckpt_path, what)
+        return
+    raise CheckpointError(ckpt_path, f"{what}. The model would see features it was not trained on: make the store "
+                                     "with the checkpoint's front end, or set data.allow_front_end_mismatch: true "
+                                     "to train anyway")
+
+
 # ------------------------------------------------------------------------------------- resume
 def load_training_state(path: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """``(checkpoint, checkpoint["train"])``; a checkpoint without training state cannot resume."""

@@ -46,6 +46,7 @@ from audiossl.train.loop import (
     autocast,
     autocast_dtype,
     backward,
+    check_front_end,
     claim_out,
     device_for,
     grad_scaler,
@@ -123,6 +124,8 @@ class DataConfig:
     batch_size: int = 12  # clips per process per micro-batch
     num_workers: int = 2
     normalizer: Optional[str] = "store"  # "store", a preset name, or None for raw log-mel
+    # init_from trained on another fbank front end than the store's is an error; true: a warning.
+    allow_front_end_mismatch: bool = False
 
 
 @dataclass
@@ -244,13 +247,13 @@ class Pretrainer:
         torch.manual_seed(cfg.seed * 1009 + self.info.rank)
         self.generator = seed_generator(cfg.seed, self.info.rank)
 
+        self.store = FbankStore(cfg.data.train)
         self.model = build_model(cfg.model, **cfg.model_args)
         _check_grid(self.model, cfg)
         if cfg.init_from:
             self._init_from(cfg.init_from)
         self.model.to(self.device)
 
-        self.store = FbankStore(cfg.data.train)
         normalizer: Any = cfg.data.normalizer
         if normalizer not in (None, "store"):
             from audiossl.features import Normalizer
@@ -295,6 +298,7 @@ class Pretrainer:
     # -------------------------------------------------------------------------------- setup
     def _init_from(self, path: str) -> None:
         ckpt = load_checkpoint(path)
+        check_front_end(ckpt, path, self.store, self.cfg.data.allow_front_end_mismatch)
         hook = getattr(self.model, "load_pretrained", None)
         if callable(hook):
             hook(ckpt, path=path)

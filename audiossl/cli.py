@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-supervised learning on audio spectrograms (EAT, MAE-AST, SSAST, MAE, JEPA).",
     )
     parser.add_argument("--version", action="version", version=f"audiossl {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"audiossl.commands.{module_name}")
@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
+        # -v after the command too (`audiossl pretrain ... -v`); SUPPRESS keeps one given before it.
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="debug logging, and the traceback of an error")
         p.set_defaults(_run=module.run, _overrides_ok=getattr(module, "OVERRIDES", False), overrides=[])
     return parser
 

@@ -50,15 +50,15 @@ def test_yaml_over_family_defaults(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(mode="probe"), "mode must be"),
+    (dict(mode="probe"), "mode: 'probe' is not one of finetune, linprobe"),
     (dict(nope=1), "unknown config keys"),
     (dict(optim={"lrr": 1}), "optim.lrr"),
     (dict(wa_start=2), "set both wa_start and wa_end"),
     (dict(wa_start=3, wa_end=2), "wa_start <= wa_end"),
     (dict(data={"train": "t.h5"}), "either data.store"),
     (dict(data={"val_fraction": 1.0}), "val_fraction"),
-    (dict(model={"init": "random"}), "needs model.preset"),
-    (dict(precision="fp8"), "precision must be"),
+    (dict(model={"init": "random"}), "model.preset: not set"),
+    (dict(precision="fp8"), "precision: 'fp8' is not one of"),
 ])
 def test_bad_configurations_are_named(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -43,6 +43,7 @@ def run_mode(args: argparse.Namespace, mode: Optional[str]) -> int:
     import yaml
 
     from audiossl.checkpoint import CheckpointError
+    from audiossl.train.config import ConfigError
     from audiossl.train.finetune import TrainingError, finetune, load_config
     from audiossl.train.loop import RunFolderError
 
@@ -53,21 +54,25 @@ def run_mode(args: argparse.Namespace, mode: Optional[str]) -> int:
             overrides += [f"--{key}", str(flag)]
     if args.model is not None and args.init is None:
         overrides += ["--model.init", "random"]
+    verbose = getattr(args, "verbose", False)  # -v: the traceback too
     try:
         cfg = load_config(args.config, overrides, mode=mode)
     except (OSError, ValueError, TypeError, CheckpointError) as e:
-        logger.error("config: %s", e)
+        logger.error("config: %s", e, exc_info=verbose)
         return 2
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     try:
         results = finetune(cfg, resume=args.resume, overwrite=getattr(args, "overwrite", False))
+    except ConfigError as e:  # a value that fails once used (a store that does not open)
+        logger.error("config: %s", e, exc_info=verbose)
+        return 2
     except RunFolderError as e:  # the command line must change: like a usage error
-        logger.error("%s", e)
+        logger.error("%s", e, exc_info=verbose)
         return 2
     except (TrainingError, CheckpointError, ValueError) as e:
-        logger.error("%s", e)
+        logger.error("%s", e, exc_info=verbose)
         return 1
     test = results["metrics"]["test"] or {}
     logger.info("%s (%s, selected on %s, epoch %s): test %s = %.4f on %d clips; wrote %s/results.json",

@@ -36,24 +36,29 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from audiossl.checkpoint import CheckpointError
+    from audiossl.train.config import ConfigError
     from audiossl.train.loop import RunFolderError
     from audiossl.train.pretrain import TrainingError, load_config, pretrain
 
+    verbose = getattr(args, "verbose", False)  # -v: the traceback too
     try:
         cfg = load_config(args.config, args.overrides)
     except (OSError, ValueError, TypeError) as e:
-        logger.error("config: %s", e)
+        logger.error("config: %s", e, exc_info=verbose)
         return 2
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     try:
         path = pretrain(cfg, resume=args.resume, overwrite=getattr(args, "overwrite", False))
+    except ConfigError as e:  # a value that fails once used (a store that does not open)
+        logger.error("config: %s", e, exc_info=verbose)
+        return 2
     except RunFolderError as e:  # the command line must change: like a usage error
-        logger.error("%s", e)
+        logger.error("%s", e, exc_info=verbose)
         return 2
     except (TrainingError, CheckpointError) as e:
-        logger.error("%s", e)
+        logger.error("%s", e, exc_info=verbose)
         return 1
     logger.info("wrote %s", path)
     return 0

@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from audiossl.checkpoint import load_checkpoint
-from audiossl.models.classifier import source_of
-from audiossl.train.config import check_keys, read_config
+from audiossl.models.classifier import HEADS, POOLINGS, source_of
+from audiossl.models.registry import preset_names
+from audiossl.train.config import (
+    ConfigError,
+    build_section,
+    check_choice,
+    check_keys,
+    check_range,
+    check_store_path,
+    read_config,
+    section,
+)
 from audiossl.train.loop import PRECISIONS
+from audiossl.train.optim import OPTIMIZERS, SCHEDULES
 
 MODES = ("finetune", "linprobe")
 LOSSES = ("auto", "ce", "bce")
@@ -192,57 +204,88 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: Optional[str] = None) -> "FinetuneConfig":
-        """``d`` over the defaults of ``source`` (see :func:`family_defaults`) for ``d["mode"]``."""
+        """``d`` over the defaults of ``source`` (see :func:`family_defaults`) for ``d["mode"]``;
+        every wrong value is a :class:`~audiossl.train.config.ConfigError` naming its key."""
         d = dict(d)
         check_keys(cls, d, "")
         mode = d.get("mode", cls.mode)
+        check_choice("mode", mode, MODES)
         base = family_defaults(source or "", mode)
         sections = {}
         for name, kind in (("model", FtModelConfig), ("data", FtDataConfig), ("optim", FtOptimConfig),
                            ("augment", AugmentConfig)):
-            values = {**base.get(name, {}), **dict(d.pop(name, None) or {})}
-            check_keys(kind, values, name + ".")
-            sections[name] = kind(**values)
-        cfg = cls(**d, **sections)
+            sections[name] = build_section(kind, {**base.get(name, {}), **section(d, name)}, name + ".")
+            d.pop(name, None)
+        cfg = build_section(cls, d, "", **sections)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.bce_reduction not in ("mean", "label_sum"):
-            raise ValueError(f"bce_reduction must be mean or label_sum, got {self.bce_reduction!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.epochs <= 0:
-            raise ValueError("epochs must be positive")
-        m, d, o = self.model, self.data, self.optim
-        if m.init not in ("pretrained", "random"):
-            raise ValueError(f"model.init must be pretrained or random, got {m.init!r}")
+        from audiossl.data.dataset import CropMode
+        from audiossl.features import NORM_PRESETS
+
+        check_choice("mode", self.mode, MODES)
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("bce_reduction", self.bce_reduction, ("mean", "label_sum"))
+        check_choice("select_metric", self.select_metric, ("auto", "acc", "mAP"))
+        check_choice("precision", self.precision, PRECISIONS)
+        check_range("epochs", self.epochs, at_least=1)
+        m, d, o, a = self.model, self.data, self.optim, self.augment
+        check_choice("model.init", m.init, ("pretrained", "random"))
         if m.init == "pretrained" and not m.checkpoint:
-            raise ValueError("set model.checkpoint (--checkpoint CKPT), or --init random --model PRESET")
+            raise ConfigError("model.checkpoint", "not set: give --checkpoint CKPT, or --init random --model PRESET")
         if m.init == "random" and not m.preset:
-            raise ValueError("random init needs model.preset (--model PRESET)")
+            raise ConfigError("model.preset", "not set: random init needs a preset (--model PRESET)")
+        if m.init == "random" and m.preset not in preset_names():
+            raise ConfigError("model.preset", f"unknown preset {m.preset!r}; choose from {', '.join(preset_names())}")
+        check_choice("model.pooling", m.pooling, (*POOLINGS, None))
+        check_choice("model.head", m.head, (*HEADS, None))
+        check_range("model.drop_path", m.drop_path, at_least=0, below=1)
+        check_range("model.head_init_std", m.head_init_std, at_least=0)
         if bool(d.store) == bool(d.train):
-            raise ValueError("set either data.store (+ data.manifest, split_column, test_values) or data.train + data.test")
+            raise ConfigError("data.store", "set either data.store (+ data.manifest, split_column, test_values) "
+                                            "or data.train + data.test")
         if d.store and not (d.manifest and d.split_column and d.test_values):
-            raise ValueError("data.store needs data.manifest, data.split_column and data.test_values to find the test clips")
+            raise ConfigError("data.store", "needs data.manifest, data.split_column and data.test_values to find "
+                                            "the test clips")
         if d.train and not d.test:
-            raise ValueError("data.train needs data.test (the store of the test clips)")
-        if not 0.0 <= d.val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
-        if d.sampler not in ("uniform", "weighted"):
-            raise ValueError(f"data.sampler must be uniform or weighted, got {d.sampler!r}")
-        if o.layer_decay_style not in ("mae", "eat"):
-            raise ValueError(f"optim.layer_decay_style must be mae or eat, got {o.layer_decay_style!r}")
-        if self.augment.specaug_value not in ("zero", "pad"):
-            raise ValueError(f"augment.specaug_value must be zero or pad, got {self.augment.specaug_value!r}")
+            raise ConfigError("data.test", "not set: data.train needs data.test (the store of the test clips)")
+        for key in ("store", "train", "test"):
+            check_store_path("data." + key, getattr(d, key))
+        check_range("data.val_fraction", d.val_fraction, at_least=0, below=1)
+        check_choice("data.sampler", d.sampler, ("uniform", "weighted"))
+        check_choice("data.crop", d.crop, typing.get_args(CropMode))
+        check_choice("data.normalizer", d.normalizer, ["store", "checkpoint", None, *NORM_PRESETS])
+        check_range("data.target_length", d.target_length, at_least=1)
+        check_range("data.epoch_len", d.epoch_len, at_least=1)
+        for key in ("batch_size", "eval_batch_size"):
+            check_range("data." + key, getattr(d, key), at_least=1)
+        check_range("data.num_workers", d.num_workers, at_least=0)
+        check_choice("optim.optimizer", o.optimizer, OPTIMIZERS)
+        check_choice("optim.schedule", o.schedule, SCHEDULES)
+        check_choice("optim.layer_decay_style", o.layer_decay_style, ("mae", "eat"))
+        check_range("optim.lr", o.lr, positive=True)
+        check_range("optim.eps", o.eps, positive=True)
+        check_range("optim.clip_grad", o.clip_grad, positive=True)
+        check_range("optim.layer_decay", o.layer_decay, positive=True)
+        for key in ("weight_decay", "warmup", "warmup_init_lr", "min_lr", "step_start"):
+            check_range("optim." + key, getattr(o, key), at_least=0)
+        check_range("optim.step_every", o.step_every, at_least=1)
+        check_range("optim.step_gamma", o.step_gamma, positive=True)
+        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+            raise ConfigError("optim.betas", f"expected two numbers in [0, 1), got {o.betas!r}")
+        check_choice("augment.mixup_mode", a.mixup_mode, ("batch", "elem"))
+        check_choice("augment.specaug_value", a.specaug_value, ("zero", "pad"))
+        check_range("augment.mixup", a.mixup, at_least=0)
+        check_range("augment.mixup_alpha", a.mixup_alpha, positive=True)
+        check_range("augment.label_smoothing", a.label_smoothing, at_least=0, below=1)
+        for key in ("freqm", "timem", "specaug_ratio"):
+            check_range("augment." + key, getattr(a, key), at_least=0)
         if (self.wa_start is None) != (self.wa_end is None):
-            raise ValueError("set both wa_start and wa_end (1-based epochs, inclusive) or neither")
+            raise ConfigError("wa_start", "set both wa_start and wa_end (1-based epochs, inclusive) or neither")
         if self.wa_start is not None and not 1 <= self.wa_start <= self.wa_end <= self.epochs:
-            raise ValueError(f"need 1 <= wa_start <= wa_end <= epochs, got {self.wa_start}, {self.wa_end}, {self.epochs}")
+            raise ConfigError("wa_start", f"need 1 <= wa_start <= wa_end <= epochs, got {self.wa_start}, "
+                                          f"{self.wa_end}, {self.epochs}")
 
 
 def resolve_source(d: Mapping[str, Any]) -> str:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from audiossl.train import distributed as dist_utils
+from audiossl.train.config import ConfigError, open_store
 from audiossl.train.finetune_config import FinetuneConfig, FtDataConfig
 from audiossl.train.loop import seed_generator
 
@@ -73,15 +74,18 @@ def _values_mask(values: np.ndarray, wanted: Sequence[Any]) -> np.ndarray:
 
 
 def split_data(cfg: FtDataConfig) -> Split:
-    from audiossl.data.manifest import read_manifest
-    from audiossl.data.store import FbankStore
+    from audiossl.data.manifest import ManifestError, read_manifest
 
     if cfg.store:
-        store = FbankStore(cfg.store)
-        manifest = read_manifest(cfg.manifest, label_map=False)
+        store = open_store("data.store", cfg.store)
+        try:
+            manifest = read_manifest(cfg.manifest, label_map=False)
+        except ManifestError as e:
+            raise ConfigError("data.manifest", str(e)) from e
         table = manifest.table
         if cfg.split_column not in table.columns:
-            raise ValueError(f"{cfg.manifest}: no column {cfg.split_column!r} (columns: {list(table.columns)})")
+            raise ConfigError("data.split_column", f"{cfg.manifest} has no column {cfg.split_column!r} "
+                                                   f"(columns: {', '.join(map(str, table.columns))})")
         by_id = dict(zip(table["id"].astype(str), table[cfg.split_column].to_numpy()))
         missing = [i for i in store.ids[:5] if i not in by_id]
         if missing:
@@ -91,18 +95,19 @@ def split_data(cfg: FtDataConfig) -> Split:
         train = _values_mask(values, cfg.train_values) if cfg.train_values else ~test
         train &= ~test
         if not test.any():
-            raise ValueError(f"no clip of {cfg.store} has {cfg.split_column} in {cfg.test_values}")
+            raise ConfigError("data.test_values", f"no clip of {cfg.store} has {cfg.split_column} in {cfg.test_values}")
         train_store = test_store = store
         train_rows, test_rows = np.flatnonzero(train), np.flatnonzero(test)
         desc: Dict[str, Any] = {"column": cfg.split_column, "test_values": list(cfg.test_values),
                                 "train_values": list(cfg.train_values)}
     else:
-        train_store, test_store = FbankStore(cfg.train), FbankStore(cfg.test)
+        train_store, test_store = open_store("data.train", cfg.train), open_store("data.test", cfg.test)
         _check_same_classes(train_store, test_store)
         train_rows, test_rows = np.arange(len(train_store)), np.arange(len(test_store))
         desc = {"train": str(cfg.train), "test": str(cfg.test)}
     if train_store.labels is None:
-        raise ValueError(f"{train_store.path}: the store has no labels (precompute it from a labelled manifest)")
+        raise ConfigError("data.store" if cfg.store else "data.train",
+                          f"{train_store.path}: the store has no labels (precompute it from a labelled manifest)")
     labels = np.asarray(train_store.labels)[train_rows]
     single = bool((labels.sum(axis=1) == 1).all())
     keep, held = holdout(labels, cfg.val_fraction, cfg.split_seed, stratified=single)
@@ -128,7 +133,7 @@ def resolve_normalizer(name: Any, ckpt: Optional[Mapping[str, Any]]) -> Any:
     from audiossl.features import Normalizer
 
     if not (ckpt and ckpt.get("normalizer")):
-        raise ValueError("data.normalizer: checkpoint, but the checkpoint stores no normalizer")
+        raise ConfigError("data.normalizer", "checkpoint, but the checkpoint stores no normalizer")
     return Normalizer.from_dict(ckpt["normalizer"])
 
 

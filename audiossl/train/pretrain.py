@@ -28,6 +28,7 @@ import math
 import os
 import re
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -36,8 +37,19 @@ import torch
 from torch import nn
 
 from audiossl.checkpoint import load_checkpoint, load_state_dict, native_payload, save_checkpoint
+from audiossl.models.registry import preset_names
 from audiossl.train import distributed as dist_utils
-from audiossl.train.config import check_keys, read_config
+from audiossl.train.config import (
+    ConfigError,
+    build_section,
+    check_choice,
+    check_keys,
+    check_range,
+    check_store_path,
+    open_store,
+    read_config,
+    section,
+)
 from audiossl.train.loop import (
     PRECISIONS,
     RunFolderError,
@@ -57,7 +69,7 @@ from audiossl.train.loop import (
     truncate_metrics,
     write_config,
 )
-from audiossl.train.optim import Schedule, build_optimizer, cosine_ramp, param_groups, set_lr
+from audiossl.train.optim import OPTIMIZERS, SCHEDULES, Schedule, build_optimizer, cosine_ramp, param_groups, set_lr
 
 # Importable from here since before the shared parts moved to train/config.py and train/loop.py.
 from audiossl.checkpoint import CheckpointError  # noqa: F401
@@ -167,28 +179,52 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PretrainConfig":
+        """``d`` over the defaults of its model's family; every wrong value is a
+        :class:`~audiossl.train.config.ConfigError` naming its key."""
         d = dict(d)
         check_keys(cls, d, "")
+        data, optim = section(d, "data"), section(d, "optim")
+        d.pop("data", None)
+        d.pop("optim", None)
         model = d.get("model", cls.model)
-        data = dict(d.pop("data", None) or {})
-        optim = {**family_optim(model), **dict(d.pop("optim", None) or {})}
-        check_keys(DataConfig, data, "data.")
-        check_keys(OptimConfig, optim, "optim.")
-        cfg = cls(**d, data=DataConfig(**data), optim=OptimConfig(**optim))
+        if not isinstance(model, str):
+            raise ConfigError("model", f"expected a preset name, got {model!r}")
+        cfg = build_section(cls, d, "", data=build_section(DataConfig, data, "data."),
+                            optim=build_section(OptimConfig, {**family_optim(model), **optim}, "optim."))
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.steps <= 0 or self.save_every <= 0 or self.log_every <= 0:
-            raise ValueError("steps, save_every and log_every must be positive")
-        if self.optim.accum_steps < 1:
-            raise ValueError(f"optim.accum_steps must be >= 1, got {self.optim.accum_steps}")
-        if self.optim.lr is None and self.optim.blr is None:
-            raise ValueError("set optim.lr (or optim.blr, MAE's base lr per 256 clips)")
-        if not self.data.train:
-            raise ValueError("set data.train to an fbank store (.h5)")
+        from audiossl.data.dataset import CropMode
+        from audiossl.features import NORM_PRESETS
+
+        if self.model not in preset_names():
+            raise ConfigError("model", f"unknown preset {self.model!r}; choose from {', '.join(preset_names())}")
+        check_choice("precision", self.precision, PRECISIONS)
+        for key in ("steps", "save_every", "log_every", "keep_last"):
+            check_range(key, getattr(self, key), at_least=1)
+        o, d = self.optim, self.data
+        check_choice("optim.optimizer", o.optimizer, OPTIMIZERS)
+        check_choice("optim.schedule", o.schedule, SCHEDULES)
+        check_range("optim.lr", o.lr, positive=True)
+        check_range("optim.blr", o.blr, positive=True)
+        check_range("optim.eps", o.eps, positive=True)
+        check_range("optim.clip_grad", o.clip_grad, positive=True)
+        for key in ("weight_decay", "weight_decay_end", "warmup", "warmup_init_lr", "min_lr"):
+            check_range("optim." + key, getattr(o, key), at_least=0)
+        check_range("optim.accum_steps", o.accum_steps, at_least=1)
+        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+            raise ConfigError("optim.betas", f"expected two numbers in [0, 1), got {o.betas!r}")
+        if o.lr is None and o.blr is None:
+            raise ConfigError("optim.lr", "not set: set optim.lr (or optim.blr, MAE's base lr per 256 clips)")
+        if not d.train:
+            raise ConfigError("data.train", "not set: set it to an fbank store (.h5)")
+        check_store_path("data.train", d.train)
+        check_choice("data.crop", d.crop, typing.get_args(CropMode))
+        check_choice("data.normalizer", d.normalizer, ["store", None, *NORM_PRESETS])
+        check_range("data.target_length", d.target_length, at_least=1)
+        check_range("data.batch_size", d.batch_size, at_least=1)
+        check_range("data.num_workers", d.num_workers, at_least=0)
 
 
 def load_config(path: Optional[Union[str, Path]], overrides: Sequence[str] = ()) -> PretrainConfig:
@@ -236,7 +272,6 @@ class Pretrainer:
 
     def __init__(self, cfg: PretrainConfig) -> None:
         from audiossl.data.dataset import FbankDataset
-        from audiossl.data.store import FbankStore
         from audiossl.models.registry import build_model, family_of
 
         self.cfg = cfg
@@ -247,7 +282,7 @@ class Pretrainer:
         torch.manual_seed(cfg.seed * 1009 + self.info.rank)
         self.generator = seed_generator(cfg.seed, self.info.rank)
 
-        self.store = FbankStore(cfg.data.train)
+        self.store = open_store("data.train", cfg.data.train)
         self.model = build_model(cfg.model, **cfg.model_args)
         _check_grid(self.model, cfg)
         if cfg.init_from:

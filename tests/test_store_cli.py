@@ -134,6 +134,7 @@ def test_kill_at_a_chosen_moment_then_resume(manifest_csv, reference, tmp_path, 
 
     assert main(args) == 0  # the same command, re-run
     assert not seg_dir.exists() and not Path(str(out) + ".partial").exists()
+    assert not Path(str(out) + ".lock").exists()  # a killed run's lock file is taken over, then removed
     assert_identical_files(out, reference["short"])
 
 

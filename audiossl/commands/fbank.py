@@ -7,7 +7,9 @@ STORE.h5.skipped.tsv. The log-mel is stored un-normalised; --norm only records w
 mean/std the training should apply (`audiossl stats STORE --write` can compute them instead).
 
 Interrupting is safe, kill -9 included: finished clips sit in STORE.h5.partial.d/ and the
-same command continues where it stopped. STORE.h5 appears only when complete.
+same command continues where it stopped. STORE.h5 appears only when complete. A second run on
+the same STORE.h5 while one is writing it (--overwrite included) is refused, naming the first
+one's pid.
 
 Large corpora can be split across machines with --shard i/N (each shard its own --out) and
 joined without copying by `audiossl fbank-merge`:

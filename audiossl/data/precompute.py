@@ -6,6 +6,10 @@ incrementally. Finished clips go into small segment files under ``STORE.h5.parti
 written to ``*.tmp`` and renamed; a re-run skips the rows those segments cover, and only when every
 row is done is ``STORE.h5.partial`` assembled, fsynced and renamed to ``STORE.h5``.
 
+One writer at a time: a run holds ``STORE.h5.lock`` (an ``flock``, with its pid written in it)
+from before it looks at anything of the store to its end; another run on the same store is
+refused, naming that pid.
+
 The layout written is the one ``audiossl.data.store_format`` reads; shard row blocks come from
 ``audiossl.data.shards``.
 """
@@ -20,6 +24,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -29,6 +34,7 @@ import h5py
 import numpy as np
 
 import audiossl
+from audiossl.files import is_no_space, no_space_error, remove_quietly
 
 from .shards import shard_rows
 from .store_format import (
@@ -181,22 +187,63 @@ def _scan_segments(seg_dir: Path, key: dict) -> List[_Segment]:
 
 
 @contextlib.contextmanager
-def _exclusive(seg_dir: Path) -> Iterator[None]:
-    """One writer per store: a second run on the same output would interleave segments."""
+def _exclusive(out: Path) -> Iterator[None]:
+    """One writer per store, from before it looks at the store to its end: a second run would
+    interleave segments, delete the first one's (``--overwrite``, or taking them for the debris
+    of a finished run) or rename its own store over the first one's.
+
+    The lock is ``STORE.h5.lock`` beside the store, not in the segment folder, which writers
+    delete; the holder writes its pid in it for the refusal to name, and deletes it on release
+    (a run killed with -9 leaves it, unlocked, for the next run to take).
+    """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    fh = open(seg_dir / "lock", "w")
-    try:
+    lock = out.with_name(out.name + ".lock")
+    while True:
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if is_no_space(exc):
+                raise no_space_error(lock, exc) from exc
+            raise StoreError(out, f"cannot create the lock file {lock} ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise StoreError(seg_dir, "another `audiossl fbank` run is writing this store") from None
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise StoreError(
+                out,
+                f"another `audiossl fbank` run ({holder}) is writing this store (it holds {lock}); "
+                "wait for it to end, or stop it, and run again",
+            ) from None
+        # The previous holder deletes the file on release: the lock taken may be on a file that
+        # is no longer there, which the next run would not see. Then take the new one.
+        try:
+            current = os.stat(lock)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            break
+        os.close(fd)
+    try:
+        with contextlib.suppress(OSError):  # the pid is for the message only: a full disk may refuse it
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         yield
     finally:
-        fh.close()
+        remove_quietly(lock)  # while still holding it, so no other run locks the deleted file
+        os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+        if text:
+            return text
+    return "its pid is not recorded yet"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,24 +371,24 @@ def precompute(
     key_json = _json_attr(key)
     seg_dir = out.with_name(out.name + ".partial.d")
     partial = out.with_name(out.name + ".partial")
+    _make_folder(out.parent)
+    with _exclusive(out):
+        if out.exists() and not overwrite:
+            if _store_key(out) != json.loads(key_json):
+                raise StoreError(out, "exists and was built from another manifest/config; delete it or pass --overwrite")
+            if seg_dir.exists():  # killed after the final rename, before the clean-up
+                shutil.rmtree(seg_dir)
+            if normalizer is not None and FbankStore(out).attrs.get("normalizer") != _json_attr(normalizer.to_dict()):
+                write_normalizer(out, normalizer)
+            logger.info("%s is already complete", out)
+            return _summary_of(out, time.perf_counter() - started, 0, hi - lo)
 
-    if out.exists() and not overwrite:
-        if _store_key(out) != json.loads(key_json):
-            raise StoreError(out, "exists and was built from another manifest/config; delete it or pass --overwrite")
-        if seg_dir.exists():  # killed after the final rename, before the clean-up
-            shutil.rmtree(seg_dir)
-        if normalizer is not None and FbankStore(out).attrs.get("normalizer") != _json_attr(normalizer.to_dict()):
-            write_normalizer(out, normalizer)
-        logger.info("%s is already complete", out)
-        return _summary_of(out, time.perf_counter() - started, 0, hi - lo)
-
-    if overwrite and seg_dir.exists() and any(seg_dir.glob("seg-*.h5")):
-        keys = {_segment_key(p) for p in seg_dir.glob("seg-*.h5")}
-        if keys != {key_json}:
-            logger.info("--overwrite: removing segments of another run in %s", seg_dir)
-            shutil.rmtree(seg_dir)
-    seg_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(seg_dir):
+        if overwrite and seg_dir.exists() and any(seg_dir.glob("seg-*.h5")):
+            keys = {_segment_key(p) for p in seg_dir.glob("seg-*.h5")}
+            if keys != {key_json}:
+                logger.info("--overwrite: removing segments of another run in %s", seg_dir)
+                shutil.rmtree(seg_dir)
+        _make_folder(seg_dir)
         segments = _scan_segments(seg_dir, json.loads(key_json))
         done = np.zeros(hi - lo, dtype=bool)
         for seg in segments:
@@ -387,6 +434,15 @@ def precompute(
         )
         shutil.rmtree(seg_dir)
     return _summary_of(out, time.perf_counter() - started, len(todo), resumed)
+
+
+def _make_folder(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if is_no_space(exc):
+            raise no_space_error(path, exc) from exc
+        raise
 
 
 def _segment_key(path: Path) -> Optional[str]:

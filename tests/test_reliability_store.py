@@ -1,0 +1,125 @@
+"""Issue 13 (reliability), the store writers: one writer per store (``--overwrite`` included).
+
+The concurrent-writer tests pause the first writer at a chosen moment (after its first segment)
+and let the second one run to its end meanwhile: no timing is guessed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audiossl.cli import main
+from audiossl.data.manifest import write_manifest
+from audiossl.data.store import FbankStore
+
+from test_store import assert_same_store, make_corpus
+
+# The CLI in a fresh interpreter that, once its first segment is renamed into place, touches
+# READY and waits for GO: the moment a second writer is let loose on the same store.
+PAUSED = """
+import sys, time
+from pathlib import Path
+import audiossl.data.precompute as P
+from audiossl.cli import main
+ready, go = Path(sys.argv[1]), Path(sys.argv[2])
+original = P._write_segment
+def paused(*args, **kwargs):
+    segment = original(*args, **kwargs)
+    if not ready.exists():
+        ready.touch()
+        deadline = time.monotonic() + 120
+        while not go.exists():
+            if time.monotonic() > deadline:
+                sys.exit("never told to go on")
+            time.sleep(0.01)
+    return segment
+P._write_segment = paused
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def fbank_args(manifest: Path, out: Path, *extra: str) -> list:
+    return ["fbank", "--manifest", str(manifest), "--out", str(out), "--quiet", "--workers", "1", *extra]
+
+
+def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "audiossl", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def manifest_csv(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("reliability")
+    path = root / "manifest.csv"
+    write_manifest(make_corpus(root / "audio"), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(manifest_csv, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "ref.h5"
+    assert main(fbank_args(manifest_csv, out)) == 0
+    return out
+
+
+def leftovers(folder: Path) -> list:
+    """Half-written files and locks anywhere under ``folder``."""
+    return sorted(str(p) for p in folder.rglob("*") if p.suffix in (".partial", ".tmp", ".lock"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. one writer per store, --overwrite included
+
+
+@pytest.mark.parametrize("second", ["overwrite", "finished"])
+def test_a_second_writer_is_refused_while_the_first_runs(manifest_csv, reference, tmp_path, second):
+    """``overwrite``: the second run replaces the store with another dtype (--overwrite), which
+    used to delete the first run's segment folder, lock included, before locking.
+    ``finished``: the store is complete and the first run rebuilds it (--overwrite); the second,
+    plain run used to take the segment folder for debris of a finished run and delete it."""
+    out = tmp_path / "s.h5"
+    first_args = fbank_args(manifest_csv, out, "--segment-clips", "2")
+    if second == "overwrite":
+        second_args = fbank_args(manifest_csv, out, "--overwrite", "--dtype", "float32")
+    else:
+        shutil.copy(reference, out)
+        shutil.copy(str(reference) + ".skipped.tsv", str(out) + ".skipped.tsv")
+        first_args.append("--overwrite")
+        second_args = fbank_args(manifest_csv, out)
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    first = subprocess.Popen([sys.executable, "-c", PAUSED, str(ready), str(go), *first_args],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert first.poll() is None, "the first run ended before its first segment: " + first.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        other = cli(*second_args)
+        assert other.returncode == 1, other.stderr
+        assert f"{out}: another `audiossl fbank` run (pid {first.pid}" in other.stderr
+        assert "Traceback" not in other.stderr
+    finally:
+        go.touch()
+        stdout, stderr = first.communicate(timeout=180)
+    assert first.returncode == 0, stderr
+    assert f"{out}: 9 clips written, 4 skipped" in stdout
+    # the first run's result is the store, complete and in its dtype
+    store = FbankStore(out)
+    assert store.dtype == np.float16
+    assert_same_store(store, FbankStore(reference))
+    assert leftovers(tmp_path) == [] and not Path(str(out) + ".partial.d").exists()
+
+
+def test_the_lock_is_released_and_a_later_run_proceeds(manifest_csv, reference, tmp_path):
+    out = tmp_path / "s.h5"
+    assert main(fbank_args(manifest_csv, out, "--dtype", "float32")) == 0
+    assert main(fbank_args(manifest_csv, out, "--overwrite")) == 0  # the next writer is not refused
+    assert FbankStore(out).dtype == np.float16
+    assert leftovers(tmp_path) == []

@@ -1,4 +1,5 @@
-"""Issue 13 (reliability), the store writers: one writer per store (``--overwrite`` included).
+"""Issue 13 (reliability), the store writers: one writer per store (``--overwrite`` included),
+and skipped-clip lists that survive any file name.
 
 The concurrent-writer tests pause the first writer at a chosen moment (after its first segment)
 and let the second one run to its end meanwhile: no timing is guessed.
@@ -6,6 +7,7 @@ and let the second one run to its end meanwhile: no timing is guessed.
 
 from __future__ import annotations
 
+import csv
 import shutil
 import subprocess
 import sys
@@ -13,13 +15,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from audiossl.cli import main
-from audiossl.data.manifest import write_manifest
-from audiossl.data.store import FbankStore
+from audiossl.data import precompute as P
+from audiossl.data.manifest import Manifest, write_manifest
+from audiossl.data.store import FbankStore, merge_shards
 
-from test_store import assert_same_store, make_corpus
+from test_store import BAD, CLIPS, assert_same_store, make_corpus
 
 # The CLI in a fresh interpreter that, once its first segment is renamed into place, touches
 # READY and waits for GO: the moment a second writer is let loose on the same store.
@@ -123,3 +127,47 @@ def test_the_lock_is_released_and_a_later_run_proceeds(manifest_csv, reference, 
     assert main(fbank_args(manifest_csv, out, "--overwrite")) == 0  # the next writer is not refused
     assert FbankStore(out).dtype == np.float16
     assert leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. skipped lists with tabs and newlines in names
+
+
+def _odd_corpus(root: Path) -> Manifest:
+    """Two good clips and two undecodable files whose names hold a tab, a newline and a quote."""
+    base = make_corpus(root, clips=[CLIPS[0], CLIPS[1]])
+    rows = base.table.to_dict("records")
+    for k, name in enumerate(['bad\tone\n"x".wav', "bad\ntwo\tz.wav"]):
+        path = root / name
+        path.write_text("this is not audio\n" * 20)
+        rows.insert(1 + 2 * k, {"id": name[:-4], "path": str(path), "labels": ()})
+    return Manifest(pd.DataFrame(rows), base.label_map)
+
+
+def _read_tsv(path: Path) -> list:
+    with open(path, encoding="utf-8", newline="") as fh:
+        return list(csv.reader(fh, delimiter="\t"))
+
+
+def test_skipped_list_quotes_tabs_and_newlines_and_merge_reads_it_back(tmp_path):
+    manifest = _odd_corpus(tmp_path / "audio")
+    out = tmp_path / "s.h5"
+    P.precompute(manifest, out, workers=1, progress=False)
+    rows = _read_tsv(Path(str(out) + ".skipped.tsv"))
+    assert rows[0] == ["manifest_index", "id", "path", "reason"]
+    table = manifest.table
+    assert [r[:3] for r in rows[1:]] == [[str(i), table["id"][i], table["path"][i]] for i in (1, 3)]
+    assert all(r[3].startswith("unreadable audio: ") for r in rows[1:])
+
+    # Each shard holds one odd name; the merged list is theirs, read with the same dialect.
+    shards = [tmp_path / f"s.shard-{i}-of-2.h5" for i in range(2)]
+    for i, path in enumerate(shards):
+        P.precompute(manifest, path, shard=(i, 2), workers=1, progress=False)
+    merged = merge_shards(tmp_path / "m.h5", shards)
+    assert _read_tsv(Path(str(merged) + ".skipped.tsv")) == rows
+
+
+def test_ordinary_skipped_lists_are_unchanged(manifest_csv, reference):
+    lines = Path(str(reference) + ".skipped.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "manifest_index\tid\tpath\treason" and len(lines) == 1 + len(BAD)
+    assert all('"' not in line and len(line.split("\t")) == 4 for line in lines)

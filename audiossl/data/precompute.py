@@ -44,7 +44,6 @@ from .store_format import (
     FbankStore,
     PathLike,
     StoreError,
-    _atomic_write_text,
     _attr_text,
     _fsync_dir,
     _fsync_file,
@@ -52,6 +51,8 @@ from .store_format import (
     _label_columns,
     _normalizer_attr,
     _ragged_index,
+    _skipped_list,
+    _write_skipped,
     chunk_aligned_offsets,
     choose_chunk_frames,
     manifest_sha256,
@@ -634,16 +635,13 @@ def _assemble(
         attrs["run_key"] = key_json
     _fsync_file(partial)
 
-    sidecar = out.with_name(out.name + ".skipped.tsv")
+    sidecar = _skipped_list(out)
     if (~good).any():
-        paths = table["path"].to_numpy()
-        lines = ["manifest_index\tid\tpath\treason"]
-        for r, reason in zip(rows[~good], (reasons[k] for k in np.flatnonzero(~good))):
-            clean = reason.replace("\t", " ").replace("\n", " ")
-            lines.append(f"{r}\t{table['id'].iloc[r]}\t{paths[r]}\t{clean}")
-        _atomic_write_text(sidecar, "\n".join(lines) + "\n")
-        logger.warning("%d clips skipped, listed in %s", int((~good).sum()), sidecar)
-    elif sidecar.exists():
-        sidecar.unlink()
+        ids, paths = table["id"].to_numpy(), table["path"].to_numpy()
+        skipped = [(int(r), str(ids[r]), str(paths[r]), reasons[k]) for k, r in zip(np.flatnonzero(~good), rows[~good])]
+        _write_skipped(sidecar, skipped)
+        logger.warning("%d clips skipped, listed in %s", len(skipped), sidecar)
+    else:
+        remove_quietly(sidecar)
     os.replace(partial, out)
     _fsync_dir(out.parent)

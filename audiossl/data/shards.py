@@ -17,17 +17,20 @@ import h5py
 import numpy as np
 
 import audiossl
+from audiossl.files import remove_quietly
 
 from .store_format import (
     FORMAT_VERSION,
     FbankStore,
     PathLike,
     StoreError,
-    _atomic_write_text,
     _fsync_dir,
     _fsync_file,
     _json_attr,
     _normalizer_attr,
+    _read_skipped,
+    _skipped_list,
+    _write_skipped,
 )
 
 # As every store module: the name the store's messages have always had.
@@ -136,15 +139,13 @@ def merge_shards(out: PathLike, shards: Sequence[PathLike], *, overwrite: bool =
         attrs["shard_index"] = -1
         attrs["shard_files"] = _json_attr([os.path.relpath(s.path.resolve(), out.resolve().parent) for s in ordered])
     _fsync_file(partial)
-    skipped = [s.path.with_name(s.path.name + ".skipped.tsv") for s in ordered]
-    skipped = [p for p in skipped if p.exists()]
-    sidecar = out.with_name(out.name + ".skipped.tsv")
+    lists = [_skipped_list(s.path) for s in ordered]
+    skipped = [row for path in lists if path.exists() for row in _read_skipped(path)]
+    sidecar = _skipped_list(out)
     if skipped:
-        parts = [p.read_text(encoding="utf-8").splitlines() for p in skipped]
-        lines = parts[0][:1] + [line for part in parts for line in part[1:]]
-        _atomic_write_text(sidecar, "\n".join(lines) + "\n")
-    elif sidecar.exists():
-        sidecar.unlink()
+        _write_skipped(sidecar, skipped)
+    else:
+        remove_quietly(sidecar)
     os.replace(partial, out)
     _fsync_dir(out.parent)
     logger.info("merged %d shards (%d clips) into %s", num_shards, sum(len(s) for s in ordered), out)

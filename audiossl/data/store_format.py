@@ -23,11 +23,16 @@ open with 10^6 objects). The log-mel is stored un-normalised: the normalizer is 
 Every store file (segment, store, merged store, skipped-clip list) is written aside, fsynced and
 renamed into place by the helpers below, so a reader never sees one half written; the writers
 are ``audiossl.data.precompute`` and ``audiossl.data.shards``.
+
+A skipped-clip list ``STORE.h5.skipped.tsv`` has the columns ``manifest_index, id, path, reason``,
+tab-separated, a field holding a tab, newline or double quote quoted (``csv`` with
+``delimiter="\t"``, which reads it back exactly), as ``audiossl embed`` writes its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import logging
@@ -38,6 +43,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import h5py
 import numpy as np
+
+from audiossl.files import atomic_path
 
 # Every store module logs as `audiossl.data.store`, the name their messages have always had.
 logger = logging.getLogger("audiossl.data.store")
@@ -247,6 +254,31 @@ def _atomic_write_text(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+SKIPPED_COLUMNS = ("manifest_index", "id", "path", "reason")
+
+
+def _skipped_list(store: Path) -> Path:
+    return store.with_name(store.name + ".skipped.tsv")
+
+
+def _write_skipped(path: Path, rows: Sequence[Tuple[Any, ...]]) -> None:
+    """The skipped-clip list, atomically, in the dialect :func:`_read_skipped` reads."""
+    with atomic_path(path) as partial:
+        with open(partial, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+            writer.writerow(SKIPPED_COLUMNS)
+            writer.writerows(rows)
+
+
+def _read_skipped(path: Path) -> List[List[str]]:
+    """The rows (header excluded) of a skipped-clip list, each as written."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    if not rows or tuple(rows[0]) != SKIPPED_COLUMNS:
+        raise StoreError(path, f"is not a skipped-clip list (its first row is not {', '.join(SKIPPED_COLUMNS)})")
+    return rows[1:]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -346,3 +346,36 @@ def test_pretrain_init_from_refuses_a_checkpoint_of_another_front_end(speech_sto
         Pretrainer(_pt_cfg(speech_store, tmp_path / "o", init_from=str(ckpt),
                            **{"data.allow_front_end_mismatch": "true"}))
     assert "window_type" in caplog.text
+
+
+def test_checkpoints_from_before_the_new_keys_still_resume(labelled, pretrained, speech_store: Path, tmp_path: Path,
+                                                          monkeypatch, caplog) -> None:
+    store, manifest = labelled
+    out = tmp_path / "ft"
+    original = Finetuner.save
+
+    def save_then_stop(self):
+        original(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Finetuner, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(_ft_cfg(store, manifest, pretrained, out))
+    monkeypatch.undo()
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    del ckpt["train"]["config"]["data"]["allow_front_end_mismatch"]  # written before the key existed
+    save_checkpoint(out / "checkpoint.pt", ckpt)
+    assert finetune(_ft_cfg(store, manifest, pretrained, out), resume=True)["epochs"] == 2
+
+    cut = tmp_path / "pt"
+    _stop_at(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(_pt_cfg(speech_store, cut, steps=4, save_every=3, log_every=2))
+    monkeypatch.undo()
+    path = checkpoints(cut)[-1]
+    ckpt = load_checkpoint(path)
+    del ckpt["train"]["window"]  # no log window saved
+    save_checkpoint(path, ckpt)
+    with caplog.at_level(logging.WARNING, logger="audiossl"):
+        pretrain(_pt_cfg(speech_store, cut, steps=4, save_every=3, log_every=2), resume=True)
+    assert [r["step"] for r in _records(cut)] == [2, 4] and "no log window" in caplog.text

@@ -374,10 +374,9 @@ class Pretrainer:
         if len(windows) == self.info.world_size:
             w = windows[self.info.rank]
             self.window, self.n_window, self.window_seconds = dict(w["sums"]), int(w["n"]), float(w["seconds"])
-        elif self.step % self.cfg.log_every:
-            logger.warning("%s: holds no log window of %d processes: the record at step %d averages only the steps "
-                           "after %d", path, self.info.world_size, self.step + self.cfg.log_every - self.step % self.cfg.log_every,
-                           self.step)
+        elif self.step % self.cfg.log_every:  # an older checkpoint, or another process count
+            logger.warning("%s: no log window for %d processes: the next record averages only the steps after %d",
+                           path, self.info.world_size, self.step)
         if self.info.is_main:
             truncate_metrics(self.out / "metrics.jsonl", "step", self.step)
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batches_in_epoch)

@@ -1,8 +1,11 @@
-"""Issue 13 (reliability), the store writers: one writer per store (``--overwrite`` included),
-and skipped-clip lists that survive any file name.
+"""Issue 13 (reliability), the store writers: one writer per store (``--overwrite`` included), a
+full disk (clear error, exit 1, no segfault, nothing half written left), skipped-clip lists that
+survive any file name, and one atomic-write path for every store file.
 
 The concurrent-writer tests pause the first writer at a chosen moment (after its first segment)
-and let the second one run to its end meanwhile: no timing is guessed.
+and let the second one run to its end meanwhile: no timing is guessed. The full-disk tests run
+the command in a fresh interpreter, since a crash inside HDF5 must show as the exit code, not
+take pytest with it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pytest
 
 from audiossl.cli import main
 from audiossl.data import precompute as P
-from audiossl.data.manifest import Manifest, write_manifest
+from audiossl.data.manifest import Manifest, read_manifest, write_manifest
 from audiossl.data.store import FbankStore, merge_shards
 
 from test_store import BAD, CLIPS, assert_same_store, make_corpus
@@ -127,6 +130,74 @@ def test_the_lock_is_released_and_a_later_run_proceeds(manifest_csv, reference, 
     assert main(fbank_args(manifest_csv, out, "--overwrite")) == 0  # the next writer is not refused
     assert FbankStore(out).dtype == np.float16
     assert leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. a full disk
+
+# Sizes measured for the test corpus (segments of 2 clips): the 3-clip store 123 KiB, the 7
+# segments 332 KiB, the 13-clip store 385 KiB; tmpfs counts whole 4 KiB pages.
+DISK_KIB = 640  # old store + segments fit (455 KiB), segments + new store do not (840 KiB)
+TINY_KIB = 32  # not even the first segment (54 KiB)
+
+
+def test_disk_full_during_assembly_clear_error_old_store_intact_and_resumable(manifest_csv, reference, small_disk,
+                                                                              tmp_path):
+    disk = small_disk(DISK_KIB)
+    out = disk / "s.h5"
+    subset = tmp_path / "subset.csv"
+    write_manifest(read_manifest(manifest_csv).subset(np.arange(3)), subset)
+    done = cli(*fbank_args(subset, out))
+    assert done.returncode == 0, done.stderr
+    old = out.read_bytes()
+
+    run = cli(*fbank_args(manifest_csv, out, "--overwrite", "--segment-clips", "2"))
+    assert run.returncode == 1, run.stderr  # it was -11: a segfault at exit (139 in a shell), after a traceback
+    assert f"{out}: cannot be written: no space left on device" in run.stderr
+    assert "kept s.h5 as it was before" in run.stderr and "; the store needs about 0.3 MiB;" in run.stderr
+    assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr
+    assert out.read_bytes() == old and len(FbankStore(out)) == 3  # the previous store as it was
+    seg_dir = Path(str(out) + ".partial.d")
+    segments = sorted(seg_dir.glob("seg-*.h5"))
+    assert len(segments) == 7 and f"7 finished segments stay in {seg_dir}" in run.stderr
+    assert leftovers(disk) == []  # no partial file holds the space
+
+    # The kept segments are complete: moved where there is room, the same command resumes from
+    # them, computes nothing, and writes the store an uninterrupted run writes.
+    roomy = tmp_path / "roomy"
+    roomy.mkdir()
+    shutil.copytree(seg_dir, roomy / seg_dir.name)
+    resumed = cli(*fbank_args(manifest_csv, roomy / "s.h5", "--segment-clips", "2"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "(13 clips resumed from an interrupted run)" in resumed.stdout
+    assert_same_store(FbankStore(roomy / "s.h5"), FbankStore(reference))
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_disk_full_on_the_first_segment(manifest_csv, small_disk, workers):
+    disk = small_disk(TINY_KIB)
+    out = disk / "s.h5"
+    run = cli(*fbank_args(manifest_csv, out, "--segment-clips", "2", "--workers", workers))
+    assert run.returncode == 1, run.stderr  # it was -11, a segfault, after a traceback
+    seg = Path(str(out) + ".partial.d") / "seg-000000000000.h5"
+    assert f"{seg}: cannot be written: no space left on device" in run.stderr
+    assert "no finished segment" in run.stderr
+    assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr
+    assert sorted(disk.iterdir()) == []  # no partial file, no empty segment folder, no lock
+
+
+def test_merge_on_a_full_disk(manifest_csv, small_disk, tmp_path):
+    manifest = read_manifest(manifest_csv)
+    shards = [tmp_path / f"s.shard-{i}-of-2.h5" for i in range(2)]
+    for i, path in enumerate(shards):
+        P.precompute(manifest, path, shard=(i, 2), workers=1, progress=False)
+    for kib, victim in ((16, "m.h5"), (24, "m.h5.skipped.tsv")):
+        disk = small_disk(kib)  # the merged store is 21 KiB, its skipped list 0.4 KiB
+        run = cli("fbank-merge", str(disk / "m.h5"), *map(str, shards))
+        assert run.returncode == 1, run.stderr
+        assert f"{disk / victim}: cannot be written: no space left on device" in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
+        assert sorted(disk.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------

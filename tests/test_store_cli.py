@@ -28,10 +28,11 @@ from test_store import assert_same_store, make_corpus
 SELF_KILL = """
 import os, shutil, signal, sys
 import audiossl.data.precompute as P
+import audiossl.files as F
 from audiossl.cli import main
 name, after = sys.argv[1], int(sys.argv[2])
 calls = [0]
-owner = shutil if name == "rmtree" else P
+owner = {"rmtree": shutil, "_fsync": F}.get(name, P)
 original = getattr(owner, name)
 def wrapped(*args, **kwargs):
     calls[0] += 1
@@ -110,7 +111,7 @@ def assert_identical_files(a: Path, b: Path) -> None:
 @pytest.mark.parametrize(
     "name, after, workers",
     [
-        ("_fsync_file", 2, "2"),  # 2 segments renamed, the 3rd written as .tmp only (pool running)
+        ("_fsync", 2, "2"),  # 2 segments renamed, the 3rd written as .partial only (pool running)
         ("_ragged_index", 1, "1"),  # STORE.h5.partial half assembled
         ("rmtree", 0, "1"),  # STORE.h5 renamed into place, segment folder still there
     ],
@@ -127,8 +128,8 @@ def test_kill_at_a_chosen_moment_then_resume(manifest_csv, reference, tmp_path, 
         assert out.exists() and seg_dir.exists()
     else:
         assert not out.exists() and len(list(seg_dir.glob("seg-*.h5"))) >= 2
-    if name == "_fsync_file":
-        assert list(seg_dir.glob("*.tmp"))
+    if name == "_fsync":
+        assert list(seg_dir.glob("*.partial"))
     if name == "_ragged_index":
         assert Path(str(out) + ".partial").exists()
 

@@ -9,7 +9,9 @@ mean/std the training should apply (`audiossl stats STORE --write` can compute t
 Interrupting is safe, kill -9 included: finished clips sit in STORE.h5.partial.d/ and the
 same command continues where it stopped. STORE.h5 appears only when complete. A second run on
 the same STORE.h5 while one is writing it (--overwrite included) is refused, naming the first
-one's pid.
+one's pid. A full disk stops the run (exit 1) naming the file that did not fit: nothing half
+written is left, a previous STORE.h5 stays as it was, and the same command resumes from the
+finished segments once there is room.
 
 Large corpora can be split across machines with --shard i/N (each shard its own --out) and
 joined without copying by `audiossl fbank-merge`:

@@ -3,12 +3,15 @@ into a store, in parallel, resumably and atomically; bad clips are skipped and l
 
 A plain HDF5 file killed mid-write can be unreadable, so the writer never builds the final file
 incrementally. Finished clips go into small segment files under ``STORE.h5.partial.d/``, each
-written to ``*.tmp`` and renamed; a re-run skips the rows those segments cover, and only when every
-row is done is ``STORE.h5.partial`` assembled, fsynced and renamed to ``STORE.h5``.
+written to ``*.partial`` and renamed; a re-run skips the rows those segments cover, and only when
+every row is done is ``STORE.h5.partial`` assembled, fsynced and renamed to ``STORE.h5``.
 
 One writer at a time: a run holds ``STORE.h5.lock`` (an ``flock``, with its pid written in it)
 from before it looks at anything of the store to its end; another run on the same store is
-refused, naming that pid.
+refused, naming that pid. A full disk stops the run with an :class:`~audiossl.files.OutputError`
+naming the file that did not fit; the partial file is removed, a previous ``STORE.h5`` is left as
+it was, and the segments finished so far stay: the same command resumes from them once there is
+room (they hold computed features, often hours of decoding, and they are complete by construction).
 
 The layout written is the one ``audiossl.data.store_format`` reads; shard row blocks come from
 ``audiossl.data.shards``.
@@ -34,7 +37,7 @@ import h5py
 import numpy as np
 
 import audiossl
-from audiossl.files import is_no_space, no_space_error, remove_quietly
+from audiossl.files import OutputError, atomic_path, is_no_space, no_space_error, remove_quietly
 
 from .shards import shard_rows
 from .store_format import (
@@ -44,15 +47,16 @@ from .store_format import (
     FbankStore,
     PathLike,
     StoreError,
+    _atomic_h5,
     _attr_text,
     _fsync_dir,
-    _fsync_file,
     _json_attr,
     _label_columns,
     _normalizer_attr,
     _ragged_index,
     _skipped_list,
     _write_skipped,
+    _writing_h5,
     chunk_aligned_offsets,
     choose_chunk_frames,
     manifest_sha256,
@@ -139,25 +143,21 @@ def _write_segment(
     seg_dir: Path, key_json: str, rows: List[int], blocks: List[Optional[np.ndarray]], reasons: List[str], dtype: str, bins: int
 ) -> _Segment:
     final = seg_dir / f"seg-{rows[0]:012d}.h5"
-    tmp = final.with_name(final.name + ".tmp")
     frames = np.array([0 if b is None else len(b) for b in blocks], dtype=np.int32)
     good = [b for b in blocks if b is not None]
     data = np.concatenate(good) if good else np.zeros((0, bins), dtype=dtype)
-    with h5py.File(tmp, "w") as fh:
+    with _atomic_h5(final) as fh:
         fh.attrs["key"] = key_json
         fh.create_dataset("rows", data=np.asarray(rows, dtype=np.int64))
         fh.create_dataset("num_frames", data=frames)
         fh.create_dataset("reasons", data=np.array(reasons, dtype=object), dtype=h5py.string_dtype())
         fh.create_dataset("fbank", data=data)
-    _fsync_file(tmp)
-    os.replace(tmp, final)
-    _fsync_dir(seg_dir)
     return _Segment(final, np.asarray(rows, dtype=np.int64), frames, list(reasons))
 
 
 def _scan_segments(seg_dir: Path, key: dict) -> List[_Segment]:
-    for stale in seg_dir.glob("*.tmp"):
-        stale.unlink()
+    for stale in (*seg_dir.glob("*.partial"), *seg_dir.glob("*.tmp")):  # *.tmp: earlier versions' name
+        remove_quietly(stale)
     segments = []
     for path in sorted(seg_dir.glob("seg-*.h5")):
         try:
@@ -371,7 +371,7 @@ def precompute(
     }
     key_json = _json_attr(key)
     seg_dir = out.with_name(out.name + ".partial.d")
-    partial = out.with_name(out.name + ".partial")
+
     _make_folder(out.parent)
     with _exclusive(out):
         if out.exists() and not overwrite:
@@ -401,38 +401,40 @@ def precompute(
         if resumed:
             logger.info("%s: resuming, %d of %d clips already done", out, resumed, hi - lo)
         paths = manifest.table["path"].to_numpy()
-        segments += _run_workers(
-            todo,
-            paths,
-            seg_dir=seg_dir,
-            key_json=key_json,
-            config_dict=config_dict,
-            dtype=dtype,
-            bins=int(config.num_mel_bins),
-            workers=default_workers() if workers is None else workers,
-            segment_clips=segment_clips,
-            segment_seconds=segment_seconds,
-            clips_per_task=clips_per_task,
-            mp_context=mp_context or _default_context(),
-            progress=progress,
-            progress_initial=resumed,
-            progress_total=hi - lo,
-            desc=out.name,
-        )
-        _assemble(
-            out,
-            partial,
-            segments,
-            manifest=manifest,
-            lo=lo,
-            hi=hi,
-            key_json=key_json,
-            config_dict=config_dict,
-            normalizer=normalizer,
-            dtype=dtype,
-            bins=int(config.num_mel_bins),
-            compression=compression,
-        )
+        try:
+            segments += _run_workers(
+                todo,
+                paths,
+                seg_dir=seg_dir,
+                key_json=key_json,
+                config_dict=config_dict,
+                dtype=dtype,
+                bins=int(config.num_mel_bins),
+                workers=default_workers() if workers is None else workers,
+                segment_clips=segment_clips,
+                segment_seconds=segment_seconds,
+                clips_per_task=clips_per_task,
+                mp_context=mp_context or _default_context(),
+                progress=progress,
+                progress_initial=resumed,
+                progress_total=hi - lo,
+                desc=out.name,
+            )
+            _assemble(
+                out,
+                segments,
+                manifest=manifest,
+                lo=lo,
+                hi=hi,
+                key_json=key_json,
+                config_dict=config_dict,
+                normalizer=normalizer,
+                dtype=dtype,
+                bins=int(config.num_mel_bins),
+                compression=compression,
+            )
+        except OutputError as exc:
+            raise _keeping_segments(exc, seg_dir) from exc
         shutil.rmtree(seg_dir)
     return _summary_of(out, time.perf_counter() - started, len(todo), resumed)
 
@@ -444,6 +446,20 @@ def _make_folder(path: Path) -> None:
         if is_no_space(exc):
             raise no_space_error(path, exc) from exc
         raise
+
+
+def _keeping_segments(exc: OutputError, seg_dir: Path) -> OutputError:
+    """``exc`` (a file of the run could not be written) with what a re-run finds: the segments
+    finished so far are kept for it to resume from; an empty segment folder is removed."""
+    kept = len(list(seg_dir.glob("seg-*.h5")))
+    if kept == 0:
+        with contextlib.suppress(OSError):
+            seg_dir.rmdir()
+        note = "no finished segment to keep"
+    else:
+        note = (f"{kept} finished {'segment stays' if kept == 1 else 'segments stay'} in {seg_dir}: run the same "
+                "command again once there is room, it resumes from them")
+    return OutputError(exc.path, f"{exc.reason}; {note}")
 
 
 def _segment_key(path: Path) -> Optional[str]:
@@ -549,7 +565,6 @@ def _run_workers(
 
 def _assemble(
     out: Path,
-    partial: Path,
     segments: List[_Segment],
     *,
     manifest,
@@ -571,77 +586,109 @@ def _assemble(
     reasons = [r for s in segments for r in s.reasons]
     good = np.array([r == "" for r in reasons], dtype=bool)
     lengths = frames[good].astype(np.int64)
-    kept_rows = rows[good]
     itemsize = np.dtype(dtype).itemsize
     chunk = choose_chunk_frames(lengths, bins, itemsize)
     offsets, total_rows = chunk_aligned_offsets(lengths, chunk)
     table = manifest.table
-    mids, names = _label_columns(manifest)
-
-    with h5py.File(partial, "w") as fh:
-        if total_rows:
-            filters: Dict[str, Any] = {}
-            if compression == "gzip":
-                filters = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-            elif compression == "lzf":
-                filters = {"compression": "lzf"}
-            dset = fh.create_dataset("fbank", shape=(total_rows, bins), dtype=dtype, chunks=(chunk, bins), **filters)
-        else:
-            dset = fh.create_dataset("fbank", shape=(0, bins), dtype=dtype)
-        clip = 0
-        for seg in segments:
-            count = sum(1 for r in seg.reasons if r == "")
-            if count == 0:
-                continue
-            with h5py.File(seg.path, "r") as src:
-                data = src["fbank"][()]
-            seg_offsets = offsets[clip : clip + count]
-            seg_lengths = lengths[clip : clip + count]
-            base = int(seg_offsets[0])
-            end = min(int(seg_offsets[-1]) + -(-int(seg_lengths[-1]) // chunk) * chunk, total_rows)
-            # Whole chunks, padding included, so HDF5 never reads back a partly written chunk.
-            slab = np.zeros((end - base, bins), dtype=dtype)
-            slab[_ragged_index(seg_offsets - base, seg_lengths)] = data
-            dset.write_direct(slab, dest_sel=np.s_[base:end])
-            clip += count
-        fh.create_dataset("offsets", data=offsets)
-        fh.create_dataset("num_frames", data=lengths.astype(np.int32))
-        ids = np.array([str(x) for x in table["id"].to_numpy()[kept_rows]], dtype=object)
-        fh.create_dataset("ids", data=ids, dtype=h5py.string_dtype())
-        fh.create_dataset("manifest_index", data=kept_rows.astype(np.int64))
-        if mids:
-            multi_hot = np.asarray(manifest.labels_multi_hot(), dtype=bool)[kept_rows]
-            fh.create_dataset("labels", data=multi_hot, compression="gzip" if multi_hot.size else None)
-            fh.create_dataset("label_mid", data=np.array(mids, dtype=object), dtype=h5py.string_dtype())
-            fh.create_dataset("label_name", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
-        key = json.loads(key_json)
-        attrs = fh.attrs
-        attrs["format_version"] = FORMAT_VERSION
-        attrs["audiossl_version"] = audiossl.__version__
-        attrs["fbank_config"] = _json_attr(config_dict)
-        attrs.create("normalizer", _normalizer_attr(normalizer.to_dict() if normalizer is not None else None))
-        attrs["manifest_sha256"] = key["manifest_sha256"]
-        attrs["manifest_rows"] = len(table)
-        attrs["dtype"] = dtype
-        attrs["num_clips"] = int(good.sum())
-        attrs["num_skipped"] = int((~good).sum())
-        attrs["num_mel_bins"] = bins
-        attrs["chunk_frames"] = chunk
-        attrs["compression"] = compression or "none"
-        attrs["shard_index"] = key["shard_index"]
-        attrs["num_shards"] = key["num_shards"]
-        attrs["row_start"] = lo
-        attrs["row_stop"] = hi
-        attrs["run_key"] = key_json
-    _fsync_file(partial)
-
+    ids, paths = table["id"].to_numpy(), table["path"].to_numpy()
+    skipped = [(int(r), str(ids[r]), str(paths[r]), reasons[k]) for k, r in zip(np.flatnonzero(~good), rows[~good])]
     sidecar = _skipped_list(out)
-    if (~good).any():
-        ids, paths = table["id"].to_numpy(), table["path"].to_numpy()
-        skipped = [(int(r), str(ids[r]), str(paths[r]), reasons[k]) for k, r in zip(np.flatnonzero(~good), rows[~good])]
-        _write_skipped(sidecar, skipped)
-        logger.warning("%d clips skipped, listed in %s", len(skipped), sidecar)
-    else:
-        remove_quietly(sidecar)
-    os.replace(partial, out)
+    try:
+        with atomic_path(out) as partial:
+            with _writing_h5(partial) as fh:
+                _write_fbank(fh, segments, offsets, lengths, chunk, total_rows, dtype=dtype, bins=bins,
+                             compression=compression)
+                _write_clip_index(fh, manifest, rows[good], offsets, lengths)
+                _write_attrs(fh, manifest, key_json, config_dict=config_dict, normalizer=normalizer, dtype=dtype,
+                             bins=bins, chunk=chunk, compression=compression, lo=lo, hi=hi,
+                             num_clips=int(good.sum()), num_skipped=len(skipped))
+            # Inside the store's atomic write: a list that does not fit leaves no store behind either.
+            if skipped:
+                _write_skipped(sidecar, skipped)
+                logger.warning("%d clips skipped, listed in %s", len(skipped), sidecar)
+            else:
+                remove_quietly(sidecar)
+    except OutputError as exc:
+        if exc.path != str(out):
+            raise
+        need = f"{total_rows * bins * itemsize / 2**20:.1f} MiB" + (" before compression" if compression else "")
+        raise OutputError(exc.path, f"{exc.reason}; the store needs about {need}") from exc
     _fsync_dir(out.parent)
+
+
+def _write_clip_index(fh: h5py.File, manifest, kept_rows: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> None:
+    """The per-clip datasets: where each clip's rows are, its id, manifest row and labels."""
+    fh.create_dataset("offsets", data=offsets)
+    fh.create_dataset("num_frames", data=lengths.astype(np.int32))
+    ids = np.array([str(x) for x in manifest.table["id"].to_numpy()[kept_rows]], dtype=object)
+    fh.create_dataset("ids", data=ids, dtype=h5py.string_dtype())
+    fh.create_dataset("manifest_index", data=kept_rows.astype(np.int64))
+    mids, names = _label_columns(manifest)
+    if mids:
+        multi_hot = np.asarray(manifest.labels_multi_hot(), dtype=bool)[kept_rows]
+        fh.create_dataset("labels", data=multi_hot, compression="gzip" if multi_hot.size else None)
+        fh.create_dataset("label_mid", data=np.array(mids, dtype=object), dtype=h5py.string_dtype())
+        fh.create_dataset("label_name", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
+
+
+def _write_attrs(fh: h5py.File, manifest, key_json: str, *, config_dict: dict, normalizer, dtype: str, bins: int,
+                 chunk: int, compression: Optional[str], lo: int, hi: int, num_clips: int, num_skipped: int) -> None:
+    key = json.loads(key_json)
+    attrs = fh.attrs
+    attrs["format_version"] = FORMAT_VERSION
+    attrs["audiossl_version"] = audiossl.__version__
+    attrs["fbank_config"] = _json_attr(config_dict)
+    attrs.create("normalizer", _normalizer_attr(normalizer.to_dict() if normalizer is not None else None))
+    attrs["manifest_sha256"] = key["manifest_sha256"]
+    attrs["manifest_rows"] = len(manifest.table)
+    attrs["dtype"] = dtype
+    attrs["num_clips"] = num_clips
+    attrs["num_skipped"] = num_skipped
+    attrs["num_mel_bins"] = bins
+    attrs["chunk_frames"] = chunk
+    attrs["compression"] = compression or "none"
+    attrs["shard_index"] = key["shard_index"]
+    attrs["num_shards"] = key["num_shards"]
+    attrs["row_start"] = lo
+    attrs["row_stop"] = hi
+    attrs["run_key"] = key_json
+
+
+def _write_fbank(
+    fh: h5py.File,
+    segments: List[_Segment],
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    chunk: int,
+    total_rows: int,
+    *,
+    dtype: str,
+    bins: int,
+    compression: Optional[str],
+) -> None:
+    """The ``fbank`` dataset of the store: each segment's clips copied to their chunk-aligned rows."""
+    if total_rows:
+        filters: Dict[str, Any] = {}
+        if compression == "gzip":
+            filters = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+        elif compression == "lzf":
+            filters = {"compression": "lzf"}
+        dset = fh.create_dataset("fbank", shape=(total_rows, bins), dtype=dtype, chunks=(chunk, bins), **filters)
+    else:
+        dset = fh.create_dataset("fbank", shape=(0, bins), dtype=dtype)
+    clip = 0
+    for seg in segments:
+        count = sum(1 for r in seg.reasons if r == "")
+        if count == 0:
+            continue
+        with h5py.File(seg.path, "r") as src:
+            data = src["fbank"][()]
+        seg_offsets = offsets[clip : clip + count]
+        seg_lengths = lengths[clip : clip + count]
+        base = int(seg_offsets[0])
+        end = min(int(seg_offsets[-1]) + -(-int(seg_lengths[-1]) // chunk) * chunk, total_rows)
+        # Whole chunks, padding included, so HDF5 never reads back a partly written chunk.
+        slab = np.zeros((end - base, bins), dtype=dtype)
+        slab[_ragged_index(seg_offsets - base, seg_lengths)] = data
+        dset.write_direct(slab, dest_sel=np.s_[base:end])
+        clip += count

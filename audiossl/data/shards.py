@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 import audiossl
-from audiossl.files import remove_quietly
+from audiossl.files import atomic_path, remove_quietly
 
 from .store_format import (
     FORMAT_VERSION,
@@ -25,12 +25,12 @@ from .store_format import (
     PathLike,
     StoreError,
     _fsync_dir,
-    _fsync_file,
     _json_attr,
     _normalizer_attr,
     _read_skipped,
     _skipped_list,
     _write_skipped,
+    _writing_h5,
 )
 
 # As every store module: the name the store's messages have always had.
@@ -108,45 +108,44 @@ def merge_shards(out: PathLike, shards: Sequence[PathLike], *, overwrite: bool =
     normalizer = json.loads(normalizers.pop()) if len(normalizers) == 1 else None
     if len(normalizers) > 1:
         logger.warning("shards carry different normalizers; the merged store gets none (run `audiossl stats`)")
-    partial = out.with_name(out.name + ".partial")
-    with h5py.File(partial, "w") as fh:
-        fh.create_virtual_dataset("fbank", layout, fillvalue=np.nan)
-        fh.create_dataset("offsets", data=np.concatenate(offsets).astype(np.int64))
-        fh.create_dataset("num_frames", data=np.concatenate([s.num_frames for s in ordered]).astype(np.int32))
-        ids = np.array([str(x) for s in ordered for x in s.ids], dtype=object)
-        fh.create_dataset("ids", data=ids, dtype=h5py.string_dtype())
-        fh.create_dataset("manifest_index", data=np.concatenate([s.manifest_index for s in ordered]))
-        if ordered[0].labels is not None:
-            labels = np.concatenate([s.labels for s in ordered])
-            fh.create_dataset("labels", data=labels, compression="gzip" if labels.size else None)
-            table = ordered[0].label_map
-            fh.create_dataset("label_mid", data=np.array(list(table["mid"]), dtype=object), dtype=h5py.string_dtype())
-            fh.create_dataset(
-                "label_name", data=np.array(list(table["display_name"]), dtype=object), dtype=h5py.string_dtype()
-            )
-        attrs = fh.attrs
-        attrs["format_version"] = FORMAT_VERSION
-        attrs["audiossl_version"] = audiossl.__version__
-        attrs["fbank_config"] = first["fbank_config"]
-        attrs.create("normalizer", _normalizer_attr(normalizer))
-        attrs["manifest_sha256"] = first["manifest_sha256"]
-        attrs["manifest_rows"] = first.get("manifest_rows", -1)
-        attrs["dtype"] = first["dtype"]
-        attrs["num_clips"] = sum(len(s) for s in ordered)
-        attrs["num_skipped"] = sum(int(s.attrs.get("num_skipped", 0)) for s in ordered)
-        attrs["num_mel_bins"] = bins
-        attrs["num_shards"] = num_shards
-        attrs["shard_index"] = -1
-        attrs["shard_files"] = _json_attr([os.path.relpath(s.path.resolve(), out.resolve().parent) for s in ordered])
-    _fsync_file(partial)
     lists = [_skipped_list(s.path) for s in ordered]
     skipped = [row for path in lists if path.exists() for row in _read_skipped(path)]
     sidecar = _skipped_list(out)
-    if skipped:
-        _write_skipped(sidecar, skipped)
-    else:
-        remove_quietly(sidecar)
-    os.replace(partial, out)
+    with atomic_path(out) as partial:
+        with _writing_h5(partial) as fh:
+            fh.create_virtual_dataset("fbank", layout, fillvalue=np.nan)
+            fh.create_dataset("offsets", data=np.concatenate(offsets).astype(np.int64))
+            fh.create_dataset("num_frames", data=np.concatenate([s.num_frames for s in ordered]).astype(np.int32))
+            ids = np.array([str(x) for s in ordered for x in s.ids], dtype=object)
+            fh.create_dataset("ids", data=ids, dtype=h5py.string_dtype())
+            fh.create_dataset("manifest_index", data=np.concatenate([s.manifest_index for s in ordered]))
+            if ordered[0].labels is not None:
+                labels = np.concatenate([s.labels for s in ordered])
+                fh.create_dataset("labels", data=labels, compression="gzip" if labels.size else None)
+                table = ordered[0].label_map
+                fh.create_dataset("label_mid", data=np.array(list(table["mid"]), dtype=object), dtype=h5py.string_dtype())
+                fh.create_dataset(
+                    "label_name", data=np.array(list(table["display_name"]), dtype=object), dtype=h5py.string_dtype()
+                )
+            attrs = fh.attrs
+            attrs["format_version"] = FORMAT_VERSION
+            attrs["audiossl_version"] = audiossl.__version__
+            attrs["fbank_config"] = first["fbank_config"]
+            attrs.create("normalizer", _normalizer_attr(normalizer))
+            attrs["manifest_sha256"] = first["manifest_sha256"]
+            attrs["manifest_rows"] = first.get("manifest_rows", -1)
+            attrs["dtype"] = first["dtype"]
+            attrs["num_clips"] = sum(len(s) for s in ordered)
+            attrs["num_skipped"] = sum(int(s.attrs.get("num_skipped", 0)) for s in ordered)
+            attrs["num_mel_bins"] = bins
+            attrs["num_shards"] = num_shards
+            attrs["shard_index"] = -1
+            attrs["shard_files"] = _json_attr([os.path.relpath(s.path.resolve(), out.resolve().parent) for s in ordered])
+        # Inside the store's atomic write: a list that does not fit leaves no merged store either.
+        if skipped:
+            _write_skipped(sidecar, skipped)
+        else:
+            remove_quietly(sidecar)
     _fsync_dir(out.parent)
     logger.info("merged %d shards (%d clips) into %s", num_shards, sum(len(s) for s in ordered), out)
     return out

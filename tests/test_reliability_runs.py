@@ -178,25 +178,28 @@ def test_finetune_and_linprobe_refuse_and_overwrite(labelled, pretrained, tmp_pa
         finetune(_ft_cfg(store, manifest, pretrained, out), resume=True, overwrite=True)
 
 
-def test_commands_refuse_in_one_line_and_take_overwrite(labelled, pretrained, tmp_path: Path) -> None:
-    store, manifest = labelled
-    conf = tmp_path / "conf.yaml"
+def test_commands_refuse_in_one_line_and_take_overwrite(labelled, pretrained, tmp_path: Path, capsys) -> None:
     import yaml
 
+    from audiossl import cli
+
+    store, manifest = labelled
+    conf = tmp_path / "conf.yaml"
     d = _ft_dict(store, manifest, pretrained, tmp_path / "o", epochs=1)
     d.pop("mode")
     conf.write_text(yaml.safe_dump(d))
-    cmd = [sys.executable, "-m", "audiossl", "linprobe", "--config", str(conf)]
-    assert subprocess.run(cmd, env=_env(), capture_output=True).returncode == 0
-    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    argv = ["linprobe", "--config", str(conf)]
+    assert cli.main(argv) == 0
+    again = subprocess.run([sys.executable, "-m", "audiossl", *argv], env=_env(), capture_output=True, text=True)
     lines = [line for line in again.stderr.splitlines() if line.strip()]
     assert again.returncode == 2 and len(lines) == 1, again.stderr
     assert "holds a run" in lines[0] and "--overwrite" in lines[0] and "Traceback" not in again.stderr
-    done = subprocess.run(cmd + ["--overwrite", "--epochs", "2"], env=_env(), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    assert cli.main(argv + ["--overwrite", "--epochs", "2"]) == 0
     assert [r["epoch"] for r in _records(tmp_path / "o")] == [1, 2]
-    both = subprocess.run(cmd + ["--overwrite", "--resume"], env=_env(), capture_output=True, text=True)
-    assert both.returncode == 2 and "not allowed with" in both.stderr
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as both:
+        cli.main(argv + ["--overwrite", "--resume"])
+    assert both.value.code == 2 and "not allowed with" in capsys.readouterr().err
 
 
 def test_pretrain_and_finetune_commands_have_overwrite() -> None:

@@ -50,7 +50,8 @@ def is_no_space(exc: BaseException) -> bool:
 
 
 def no_space_error(path: PathLike, exc: BaseException, *, kept: Optional[str] = None) -> OutputError:
-    """The :class:`OutputError` for a write of ``path`` that ran out of space."""
+    """The :class:`OutputError` for a write of ``path`` that ran out of space (free space is
+    measured after the partial file was removed: what the user has to work with)."""
     folder = Path(path).parent
     try:
         free = f"{shutil.disk_usage(folder).free / 2 ** 20:.1f} MiB free"
@@ -67,6 +68,13 @@ def remove_quietly(path: PathLike) -> None:
         pass
     except IsADirectoryError:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:
+        return 0
 
 
 def partial_of(path: PathLike) -> Path:
@@ -95,10 +103,14 @@ def atomic_path(path: PathLike, *, partial: Optional[PathLike] = None, fsync: bo
             _fsync(tmp)
         os.replace(tmp, path)
     except BaseException as e:
+        full = isinstance(e, Exception) and not isinstance(e, OutputError) and is_no_space(e)
+        written = _size(tmp) if full else 0
         remove_quietly(tmp)
-        if isinstance(e, Exception) and not isinstance(e, OutputError) and is_no_space(e):
-            kept = f"{path.name} as it was before" if path.exists() else None
-            raise no_space_error(path, e, kept=None if kept is None else f"kept {kept}") from e
+        if full:
+            notes = [f"{written / 2 ** 20:.1f} MiB had been written"] if written else []
+            if path.exists():
+                notes.append(f"kept {path.name} as it was before")
+            raise no_space_error(path, e, kept="; ".join(notes) or None) from e
         raise
 
 

@@ -31,3 +31,20 @@ def test_a_wav_write_on_a_full_disk_names_the_file(small_disk) -> None:
     with pytest.raises(OutputError, match=r"big\.wav: cannot be written: no space left on device"):
         save_wav(disk / "big.wav", np.zeros(160_000, dtype=np.float32), 16000)
     assert list(disk.iterdir()) == []
+
+
+def test_embed_on_a_full_disk_exits_1_naming_the_output(small_disk, tmp_path, make_speech) -> None:
+    import subprocess
+    import sys
+
+    from audiossl.checkpoint import native_payload, save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pt", native_payload(build_model("maeast_patch_tiny"), family="maeast",
+                                                             fbank={"num_mel_bins": 128}, target_length=128))
+    disk = small_disk(16)
+    speech = make_speech()
+    done = subprocess.run([sys.executable, "-m", "audiossl", "embed", str(ckpt), str(speech), "-o", str(disk / "e.h5"), "--frames"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "e.h5: cannot be written: no space left on device" in done.stderr
+    assert "Traceback" not in done.stderr and list(disk.iterdir()) == []

@@ -17,6 +17,7 @@ import torch
 
 import audiossl
 from audiossl.embed.embedder import ClipEmbedding, Embedder, PathLike
+from audiossl.files import atomic_path, is_no_space, no_space_error
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -274,8 +275,10 @@ def embed_files(
             writer.abort()
         else:
             writer.close(embedder.embed_dim, layer_shape)
-    except BaseException:
+    except BaseException as exc:
         writer.abort()
+        if isinstance(exc, Exception) and is_no_space(exc):
+            raise no_space_error(out, exc) from exc
         raise
 
     skipped.sort(key=lambda s: s[0])  # clips skipped after their batch was embedded come last
@@ -295,12 +298,10 @@ def embed_files(
 def _write_skipped(sidecar: Path, skipped: Sequence[Tuple[int, str, str, str]]) -> None:
     """The skipped list, atomically: tab-separated, a field holding a tab, newline or quote
     quoted (``csv`` with ``delimiter="\t"``, which reads it back), so any file name survives."""
-    tmp = sidecar.with_name(sidecar.name + ".partial")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+    with atomic_path(sidecar) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
         writer.writerow(["manifest_index", "id", "path", "reason"])
         writer.writerows(skipped)
-    os.replace(tmp, sidecar)
 
 
 def _nothing_embedded(inputs: PathLike, table: "pd.DataFrame", skipped: Sequence[Tuple[int, str, str, str]],

@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiossl.checkpoint import CheckpointError, load_checkpoint, native_payload, save_checkpoint
+from audiossl.files import atomic_path
 from audiossl.models.classifier import Classifier, source_of
 from audiossl.models.downstream import classifier_from_checkpoint, classifier_from_preset
 from audiossl.train import distributed as dist_utils
@@ -417,8 +418,8 @@ class Finetuner:
             src = self.out / "model.pt"
         best = load_checkpoint(src)
         if src.name == "best.pt":
-            shutil.copyfile(src, self.out / "model.pt.partial")
-            Path(self.out / "model.pt.partial").replace(self.out / "model.pt")
+            with atomic_path(self.out / "model.pt") as partial:  # a full disk: OutputError, model.pt kept
+                shutil.copyfile(src, partial)
         extra = [row for row in (self._weight_average_row(best["model"]), self.ensemble.row(self.data.targets))
                  if row is not None]
         test_ids = [str(i) for i in np.asarray(self.split.test_store.ids)[self.split.test_rows]]

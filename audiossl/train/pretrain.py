@@ -16,6 +16,10 @@ bit for bit on the CPU.
 Files in ``out``: ``config.yaml`` (the resolved configuration), ``checkpoint-<step>.pt``
 (training state, the last ``keep_last``), ``model.pt`` (the final native checkpoint without
 training state, what downstream commands load), ``metrics.jsonl`` (one record per logged step).
+
+:class:`Pretrainer` is one class past ~250 lines on purpose: the loop, its exact resumption and
+its checkpoints read and write the same state (RNG streams, data position, the open log window);
+what the fine-tuning engine shares with it already lives in :mod:`audiossl.train.loop`.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from audiossl.files import atomic_write_text
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = ["GROUP_KEYS", "load_results", "result_row", "summarize", "write_report"]
@@ -163,13 +165,6 @@ def _markdown(groups: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(paths: Sequence[PathLike], out_prefix: PathLike,
                  group_by: Sequence[str] = ("model", "init", "task")) -> Tuple[Path, Path, List[Dict[str, Any]]]:
     """Write ``OUT_PREFIX.csv`` and ``OUT_PREFIX.md``; returns both paths and the groups."""
@@ -187,6 +182,6 @@ def write_report(paths: Sequence[PathLike], out_prefix: PathLike,
     csv_path = prefix.with_name(prefix.name + ".csv")
     md_path = prefix.with_name(prefix.name + ".md")
     groups = summarize(rows, group_by)
-    _atomic_write(csv_path, buf.getvalue())
-    _atomic_write(md_path, _markdown(groups))
+    atomic_write_text(csv_path, buf.getvalue())
+    atomic_write_text(md_path, _markdown(groups))
     return csv_path, md_path, groups

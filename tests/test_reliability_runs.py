@@ -382,3 +382,34 @@ def test_checkpoints_from_before_the_new_keys_still_resume(labelled, pretrained,
     with caplog.at_level(logging.WARNING, logger="audiossl"):
         pretrain(_pt_cfg(speech_store, cut, steps=4, save_every=3, log_every=2), resume=True)
     assert [r["step"] for r in _records(cut)] == [2, 4] and "no log window" in caplog.text
+
+
+def test_a_sigkilled_pretrain_resumes_to_the_uninterrupted_records_and_model(speech_store: Path, tmp_path: Path) -> None:
+    """kill -9 of a real ``audiossl pretrain`` process at whatever moment follows its first
+    checkpoint (mid-step, mid-checkpoint write or mid-append), then ``--resume``: the records and
+    the final model equal those of a run that was never interrupted."""
+    import signal
+    import time
+
+    import yaml
+
+    kw = dict(steps=120, save_every=10, log_every=4)
+    pretrain(_pt_cfg(speech_store, tmp_path / "full", **kw))
+    cut = tmp_path / "cut"
+    config = tmp_path / "cut.yaml"
+    config.write_text(yaml.safe_dump(_pt_cfg(speech_store, cut, **kw).to_dict()))
+    proc = subprocess.Popen([sys.executable, "-m", "audiossl", "pretrain", "--config", str(config)], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(cut.glob("checkpoint-*.pt")):
+            assert proc.poll() is None and time.monotonic() < deadline, "pretrain ended before its first checkpoint"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (cut / "model.pt").exists(), "killed too late: the run had finished"
+    pretrain(_pt_cfg(speech_store, cut, **kw), resume=True)
+    assert _records(cut) == _records(tmp_path / "full")
+    a, b = load_checkpoint(cut / "model.pt")["model"], load_checkpoint(tmp_path / "full" / "model.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -191,3 +191,17 @@ def test_hear_module_that_does_not_import_is_named(sine_task):
 
     with pytest.raises(EvaluateError, match="'no_such_hear_module' cannot be imported"):
         compute_pass(PassKey("hear", "model.pt", module="no_such_hear_module"), sine_task, WaveCache(), progress=False)
+
+
+def test_a_clip_with_non_finite_features_is_named(checkpoint, sine_task, tmp_path):
+    import soundfile as sf
+
+    from audiossl.evaluate.tasks import EvaluateError
+
+    loud = tmp_path / "loud.wav"
+    sf.write(str(loud), (_sine(500.0, 0.6) * 1e30).numpy(), SR, subtype="FLOAT")
+    test = Split(["t0", "loud"], [sine_task.splits["test"].paths[0], str(loud)], np.array([0, 1]))
+    task = Task("sines", sine_task.source, sine_task.classes, {**sine_task.splits, "test": test})
+    for key in (PassKey("fbank", str(checkpoint)), PassKey("checkpoint", str(checkpoint))):
+        with pytest.raises(EvaluateError, match=r"is not finite for sines/test clip\(s\) loud \(.*loud\.wav\)"):
+            compute_pass(key, task, WaveCache(), progress=False)

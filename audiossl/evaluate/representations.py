@@ -434,7 +434,23 @@ def compute_pass(key: PassKey, task: Task, waves: WaveCache, *, device: str = "c
     """``({split: (N, D) or (N, L, D) float32}, meta)`` for ``key`` on ``task``."""
     logger.info("%s: computing %s", task.name, key.label)
     if key.kind in ("checkpoint", "random"):
-        return _encoder_pass(key, task, waves, device, batch_size, progress)
-    if key.kind == "fbank":
-        return _fbank_pass(key, task, waves, progress)
-    return _hear_pass(key, task, waves, device, batch_size, progress)
+        features, meta = _encoder_pass(key, task, waves, device, batch_size, progress)
+    elif key.kind == "fbank":
+        features, meta = _fbank_pass(key, task, waves, progress)
+    else:
+        features, meta = _hear_pass(key, task, waves, device, batch_size, progress)
+    _check_finite(key, task, features)
+    return features, meta
+
+
+def _check_finite(key: PassKey, task: Task, features: Mapping[str, np.ndarray]) -> None:
+    """A clip whose features are not finite (a x1e30 recording, an overflowing model) would
+    fail the probe far from its cause, or be cached: name it here instead."""
+    for split, x in features.items():
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if bad.any():
+            clips = task.splits[split]
+            names = [f"{clips.ids[i]} ({clips.paths[i]})" for i in np.flatnonzero(bad)[:5]]
+            more = f" and {int(bad.sum()) - 5} more" if bad.sum() > 5 else ""
+            raise EvaluateError(key.path, f"representation {key.label!r} is not finite for {task.name}/{split} "
+                                          f"clip(s) {', '.join(names)}{more}")

@@ -19,6 +19,8 @@ import argparse
 import logging
 from typing import Optional
 
+from audiossl.commands._training import add_run_arguments, print_config, run_engine
+
 HELP = "fine-tune a pretrained (or random-init) encoder on a labelled fbank store"
 OVERRIDES = True
 
@@ -31,21 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", choices=("pretrained", "random"), help="random: the random-init baseline (needs --model)")
     parser.add_argument("--model", help="preset of the random-init encoder, e.g. eat_tiny")
     parser.add_argument("--out", help="output directory (config key `out`)")
-    again = parser.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue after the last finished epoch in --out")
-    again.add_argument("--overwrite", action="store_true",
-                       help="remove the run already in --out (results, checkpoints, metrics, config) first")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_run_arguments(parser, resume="continue after the last finished epoch in --out",
+                      overwrite="remove the run already in --out (results, checkpoints, metrics, config) first")
 
 
 def run_mode(args: argparse.Namespace, mode: Optional[str]) -> int:
     """Shared by ``finetune`` and ``linprobe`` (which passes ``mode="linprobe"``)."""
-    import yaml
-
     from audiossl.checkpoint import CheckpointError
-    from audiossl.train.config import ConfigError
-    from audiossl.train.finetune import TrainingError, finetune, load_config
-    from audiossl.train.loop import RunFolderError
+    from audiossl.train.finetune import finetune, load_config
 
     overrides = list(args.overrides)
     for flag, key in ((args.checkpoint, "model.checkpoint"), (args.init, "model.init"), (args.model, "model.preset"),
@@ -61,19 +56,12 @@ def run_mode(args: argparse.Namespace, mode: Optional[str]) -> int:
         logger.error("config: %s", e, exc_info=verbose)
         return 2
     if args.print_config:
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        print_config(cfg)
         return 0
-    try:
-        results = finetune(cfg, resume=args.resume, overwrite=getattr(args, "overwrite", False))
-    except ConfigError as e:  # a value that fails once used (a store that does not open)
-        logger.error("config: %s", e, exc_info=verbose)
-        return 2
-    except RunFolderError as e:  # the command line must change: like a usage error
-        logger.error("%s", e, exc_info=verbose)
-        return 2
-    except (TrainingError, CheckpointError, ValueError) as e:
-        logger.error("%s", e, exc_info=verbose)
-        return 1
+    code, results = run_engine(lambda: finetune(cfg, resume=args.resume, overwrite=args.overwrite), logger, verbose,
+                               failures=(ValueError,))
+    if code is not None:
+        return code
     test = results["metrics"]["test"] or {}
     logger.info("%s (%s, selected on %s, epoch %s): test %s = %.4f on %d clips; wrote %s/results.json",
                 results["task"], results["init"], results["selected_on"], results["selected_epoch"],

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from audiossl.commands._training import add_run_arguments, print_config, run_engine
+
 HELP = "pretrain a model (EAT, MAE-AST, SSAST, MAE, JEPA, masker) from an fbank store"
 OVERRIDES = True
 
@@ -25,20 +27,12 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config (keys as in PretrainConfig)")
-    again = parser.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out")
-    again.add_argument("--overwrite", action="store_true",
-                       help="remove the run already in out (its checkpoints, metrics, config, model) first")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_run_arguments(parser, resume="continue from the newest checkpoint in out",
+                      overwrite="remove the run already in out (its checkpoints, metrics, config, model) first")
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from audiossl.checkpoint import CheckpointError
-    from audiossl.train.config import ConfigError
-    from audiossl.train.loop import RunFolderError
-    from audiossl.train.pretrain import TrainingError, load_config, pretrain
+    from audiossl.train.pretrain import load_config, pretrain
 
     verbose = getattr(args, "verbose", False)  # -v: the traceback too
     try:
@@ -47,18 +41,10 @@ def run(args: argparse.Namespace) -> int:
         logger.error("config: %s", e, exc_info=verbose)
         return 2
     if args.print_config:
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        print_config(cfg)
         return 0
-    try:
-        path = pretrain(cfg, resume=args.resume, overwrite=getattr(args, "overwrite", False))
-    except ConfigError as e:  # a value that fails once used (a store that does not open)
-        logger.error("config: %s", e, exc_info=verbose)
-        return 2
-    except RunFolderError as e:  # the command line must change: like a usage error
-        logger.error("%s", e, exc_info=verbose)
-        return 2
-    except (TrainingError, CheckpointError) as e:
-        logger.error("%s", e, exc_info=verbose)
-        return 1
+    code, path = run_engine(lambda: pretrain(cfg, resume=args.resume, overwrite=args.overwrite), logger, verbose)
+    if code is not None:
+        return code
     logger.info("wrote %s", path)
     return 0

@@ -132,6 +132,18 @@ def check_range(key: str, value: Any, *, positive: bool = False, at_least: Optio
         raise ConfigError(key, f"must be < {below:g}, got {value!r}")
 
 
+def check_optim(o: Any, optimizers: Iterable[str], schedules: Iterable[str]) -> None:
+    """The fields both engines' optimiser sections share (``optim.*``)."""
+    check_choice("optim.optimizer", o.optimizer, optimizers)
+    check_choice("optim.schedule", o.schedule, schedules)
+    for key in ("lr", "eps", "clip_grad"):
+        check_range("optim." + key, getattr(o, key), positive=True)
+    for key in ("weight_decay", "warmup", "warmup_init_lr", "min_lr"):
+        check_range("optim." + key, getattr(o, key), at_least=0)
+    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+        raise ConfigError("optim.betas", f"expected two numbers in [0, 1), got {o.betas!r}")
+
+
 def open_store(key: str, path: Any) -> Any:
     """The :class:`~audiossl.data.store.FbankStore` at config key ``key``; one that cannot be
     opened (missing, not HDF5, not a store) is a :class:`ConfigError` naming the key."""

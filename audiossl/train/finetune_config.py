@@ -23,6 +23,7 @@ from audiossl.train.config import (
     build_section,
     check_choice,
     check_keys,
+    check_optim,
     check_range,
     check_store_path,
     read_config,
@@ -261,19 +262,12 @@ class FinetuneConfig:
         for key in ("batch_size", "eval_batch_size"):
             check_range("data." + key, getattr(d, key), at_least=1)
         check_range("data.num_workers", d.num_workers, at_least=0)
-        check_choice("optim.optimizer", o.optimizer, OPTIMIZERS)
-        check_choice("optim.schedule", o.schedule, SCHEDULES)
+        check_optim(o, OPTIMIZERS, SCHEDULES)
         check_choice("optim.layer_decay_style", o.layer_decay_style, ("mae", "eat"))
-        check_range("optim.lr", o.lr, positive=True)
-        check_range("optim.eps", o.eps, positive=True)
-        check_range("optim.clip_grad", o.clip_grad, positive=True)
         check_range("optim.layer_decay", o.layer_decay, positive=True)
-        for key in ("weight_decay", "warmup", "warmup_init_lr", "min_lr", "step_start"):
-            check_range("optim." + key, getattr(o, key), at_least=0)
+        check_range("optim.step_start", o.step_start, at_least=0)
         check_range("optim.step_every", o.step_every, at_least=1)
         check_range("optim.step_gamma", o.step_gamma, positive=True)
-        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
-            raise ConfigError("optim.betas", f"expected two numbers in [0, 1), got {o.betas!r}")
         check_choice("augment.mixup_mode", a.mixup_mode, ("batch", "elem"))
         check_choice("augment.specaug_value", a.specaug_value, ("zero", "pad"))
         check_range("augment.mixup", a.mixup, at_least=0)

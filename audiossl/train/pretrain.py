@@ -48,6 +48,7 @@ from audiossl.train.config import (
     build_section,
     check_choice,
     check_keys,
+    check_optim,
     check_range,
     check_store_path,
     open_store,
@@ -208,17 +209,10 @@ class PretrainConfig:
         for key in ("steps", "save_every", "log_every", "keep_last"):
             check_range(key, getattr(self, key), at_least=1)
         o, d = self.optim, self.data
-        check_choice("optim.optimizer", o.optimizer, OPTIMIZERS)
-        check_choice("optim.schedule", o.schedule, SCHEDULES)
-        check_range("optim.lr", o.lr, positive=True)
+        check_optim(o, OPTIMIZERS, SCHEDULES)
         check_range("optim.blr", o.blr, positive=True)
-        check_range("optim.eps", o.eps, positive=True)
-        check_range("optim.clip_grad", o.clip_grad, positive=True)
-        for key in ("weight_decay", "weight_decay_end", "warmup", "warmup_init_lr", "min_lr"):
-            check_range("optim." + key, getattr(o, key), at_least=0)
+        check_range("optim.weight_decay_end", o.weight_decay_end, at_least=0)
         check_range("optim.accum_steps", o.accum_steps, at_least=1)
-        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
-            raise ConfigError("optim.betas", f"expected two numbers in [0, 1), got {o.betas!r}")
         if o.lr is None and o.blr is None:
             raise ConfigError("optim.lr", "not set: set optim.lr (or optim.blr, MAE's base lr per 256 clips)")
         if not d.train:

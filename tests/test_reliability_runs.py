@@ -413,3 +413,14 @@ def test_a_sigkilled_pretrain_resumes_to_the_uninterrupted_records_and_model(spe
     assert _records(cut) == _records(tmp_path / "full")
     a, b = load_checkpoint(cut / "model.pt")["model"], load_checkpoint(tmp_path / "full" / "model.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_curves_script_skips_a_torn_metrics_line(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plot_curves", REPO / "recipes" / "common" / "plot_curves.py")
+    plot_curves = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_curves)
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    assert [r["step"] for r in plot_curves.read(path)] == [1, 2]

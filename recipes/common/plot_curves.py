@@ -29,7 +29,16 @@ def flatten(record: dict, prefix: str = "") -> dict:
 
 
 def read(path: Path) -> list:
-    return [flatten(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except ValueError:  # a line torn by an interrupted write: the engines drop it on resume too
+            print(f"{path}:{number}: not a JSON record, skipped", file=sys.stderr)
+            continue
+        if isinstance(record, dict):
+            records.append(flatten(record))
+    return records
 
 
 def main() -> int:

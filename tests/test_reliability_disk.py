@@ -48,3 +48,15 @@ def test_embed_on_a_full_disk_exits_1_naming_the_output(small_disk, tmp_path, ma
     assert done.returncode == 1, done.stderr[-2000:]
     assert "e.h5: cannot be written: no space left on device" in done.stderr
     assert "Traceback" not in done.stderr and list(disk.iterdir()) == []
+
+
+def test_a_manifest_write_on_a_full_disk_names_the_file(small_disk) -> None:
+    import pandas as pd
+
+    from audiossl.data.manifest import Manifest, write_manifest
+
+    disk = small_disk(16)
+    rows = [{"id": f"clip{i:05d}", "path": f"/data/{'x' * 200}/{i}.wav", "labels": ("dog",)} for i in range(400)]
+    with pytest.raises(OutputError, match=r"m\.csv: cannot be written: no space left on device"):
+        write_manifest(Manifest(pd.DataFrame(rows)), disk / "m.csv")
+    assert list(disk.iterdir()) == []

@@ -19,6 +19,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from audiossl.files import is_no_space, no_space_error
 from audiossl.data.table import (
     LineOf,
     Manifest,
@@ -39,8 +40,10 @@ def _atomic_path(path: Path) -> Iterator[Path]:
     partial = path.with_name(path.name + ".partial")
     try:
         yield partial
-    except BaseException:
+    except BaseException as e:
         partial.unlink(missing_ok=True)
+        if isinstance(e, Exception) and is_no_space(e):
+            raise no_space_error(path, e, kept=f"kept {path.name} as it was" if path.exists() else None) from e
         raise
     if path.is_file() and filecmp.cmp(partial, path, shallow=False):
         partial.unlink()

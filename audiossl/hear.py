@@ -64,7 +64,7 @@ class HearModel(nn.Module):
         self.embedder = embedder
         self.upsample = int(upsample)
         self.sample_rate = embedder.sample_rate
-        size = embedder.embed_dim * (embedder.num_layers or 1)
+        size = embedder.output_dim * (embedder.num_layers or 1)
         self.scene_embedding_size = size
         self.timestamp_embedding_size = size
 

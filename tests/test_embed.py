@@ -134,6 +134,33 @@ def test_short_clip_is_the_encoder_on_its_padded_fbank(checkpoint, eat_model, sp
     torch.testing.assert_close(got.frames, steps, atol=ATOL, rtol=0)
 
 
+def test_bands_pooling_keeps_each_frequency_band(checkpoint, eat_model, speech):
+    """pooling="bands": per frequency band the mean over the clip's token steps, bands
+    concatenated low to high (8 × 64); frames concatenate the bands of each step. A long clip's
+    windows are averaged by frames, as for the other poolings, and batching changes nothing."""
+    wave = speech[1]
+    feats, n = fbank(wave)
+    T = int(n)
+    x = Normalizer.preset("audioset")(torch.nn.functional.pad(feats, (0, 0, 0, -T % 16)))
+    with torch.no_grad():
+        grid = eat_model.encoder(x.unsqueeze(1)).tokens[0].reshape(-(-T // 16), 8, 64)
+    emb = Embedder.from_checkpoint(checkpoint, pooling="bands")
+    assert emb.num_bands == 8 and emb.output_dim == 512
+    got = emb.embed([wave])[0]
+    torch.testing.assert_close(got.clip, grid.mean(0).flatten(), atol=ATOL, rtol=0)
+    torch.testing.assert_close(got.frames, grid.flatten(1), atol=ATOL, rtol=0)
+    # Not the mean pooling in disguise: the bands differ, and their average is the mean row.
+    mean = Embedder.from_checkpoint(checkpoint, pooling="mean").embed([wave])[0]
+    torch.testing.assert_close(got.clip.reshape(8, 64).mean(0), mean.clip, atol=ATOL, rtol=0)
+    assert (got.clip.reshape(8, 64)[0] - got.clip.reshape(8, 64)[-1]).abs().max() > 1e-2
+    batched = emb.embed(speech)  # a padded batch of four lengths, two of them windowed
+    for w, b in zip(speech, batched):
+        s = emb.embed([w])[0]
+        assert b.clip.shape == (512,) and b.frames.shape[1] == 512
+        torch.testing.assert_close(b.clip, s.clip, atol=ATOL, rtol=0)
+        torch.testing.assert_close(b.frames, s.frames, atol=ATOL, rtol=0)
+
+
 def test_timestamps_are_token_centres(checkpoint):
     emb = Embedder.from_checkpoint(checkpoint)
     # 16 frames of 25 ms every 10 ms: the first step spans 0..175 ms, centre 87.5; hop 160 ms.

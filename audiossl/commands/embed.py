@@ -37,8 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--layers", default=None, metavar="all|i,j", help="block outputs to export (default: the encoder's output)"
     )
     parser.add_argument(
-        "--pooling", choices=["auto", "cls", "mean"], default="auto",
-        help="clip pooling; auto = CLS for EAT, mean of patch tokens otherwise (default: %(default)s)",
+        "--pooling", choices=["auto", "cls", "mean", "bands"], default="auto",
+        help="clip pooling: cls, mean of patch tokens, or bands (each frequency band's mean over time, "
+             "concatenated; frames too); auto = what the checkpoint records, else CLS for EAT and mean "
+             "otherwise (default: %(default)s)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=8,

@@ -57,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", action="append", metavar="SPEC",
                         help="extra rows per checkpoint: 'all' (one row per block), 'topK-mean' (mean of the "
                              "last K blocks), a block index or a comma list of indices (repeatable)")
-    parser.add_argument("--pooling", default=None, metavar="cls,mean",
-                        help="extra rows with this clip pooling (comma list); default rows use the checkpoint's")
+    parser.add_argument("--pooling", default=None, metavar="cls,mean,bands",
+                        help="extra rows with this clip pooling (comma list of cls, mean, bands); default rows "
+                             "use the checkpoint's")
     parser.add_argument("--hear", action="append", metavar="NAME=MODULE[:MODEL_FILE]",
                         help="a HEAR 2021 module and its model file, e.g. official=audiossl.hear:eat.pt (repeatable)")
     parser.add_argument("--probe", choices=["logreg", "linear"], default="logreg",

@@ -7,12 +7,17 @@ together by every forward, and splitting them would put each window rule in two 
 (Kaldi fbank → pad → normalise, as the model was trained) and its encoder in eval mode:
 
 * **Clip embedding.** ``pooling="cls"`` takes the first prefix token, ``"mean"`` the mean of the
-  patch tokens that hold audio. ``"auto"`` follows upstream's recommendation per family: EAT
+  patch tokens that hold audio, ``"bands"`` the mean over time of each frequency band's tokens,
+  the bands concatenated low to high (``F'·D`` wide: 8·D for 16×16 patches on 128 mels), as
+  Niizumi et al.'s MSM-MAE/M2D evaluate patch models. A mean over every patch adds up the
+  bands' vectors, so a linear probe cannot tell a low band's energy from a high one's; keeping
+  the bands apart is what lets a patch model's frozen features see the spectral envelope that
+  pooled fbank statistics see (on frame tokens, one band wide, ``"bands"`` equals ``"mean"``). ``"auto"`` follows upstream's recommendation per family: EAT
   (family ``eat``, or an imported ``encoder`` with one prefix token whose ``meta.source`` is an
   EAT source) uses its CLS token, as EAT's ``feature_extract.py`` and fine-tuning do; every other
   family (MAE/AudioMAE global pool, SSAST, MAE-AST, I-JEPA) uses the mean of patch tokens.
 * **Frame embeddings.** The token grid is reshaped to ``(T', F')`` and averaged over the
-  frequency patches, one vector per token time step (160 ms for 16×16 patches at a 10 ms frame
+  frequency patches (concatenated with ``pooling="bands"``), one vector per token time step (160 ms for 16×16 patches at a 10 ms frame
   shift). Each step's timestamp is the centre, in ms, of the audio its frames cover: the midpoint
   between the centres of the step's first and last fbank frame. A last step that was completed
   with padding keeps the regular spacing, so its timestamp can lie a little past the audio.
@@ -71,7 +76,7 @@ __all__ = ["AUTO", "POOLINGS", "ClipEmbedding", "Embedder", "auto_pooling", "emb
 PathLike = Union[str, "os.PathLike[str]"]
 LayersArg = Union[None, str, int, Sequence[int]]
 
-POOLINGS = ("auto", "cls", "mean")
+POOLINGS = ("auto", "cls", "mean", "bands")
 AUTO = "auto"
 # Window length when a checkpoint records no target_length: AST/EAT's 10 s AudioSet input.
 DEFAULT_WINDOW_FRAMES = 1024
@@ -114,8 +119,8 @@ class Embedder(nn.Module):
         max_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
         super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean' here (resolve 'auto' first), got {pooling!r}")
+        if pooling not in POOLINGS[1:]:
+            raise ValueError(f"pooling must be one of {POOLINGS[1:]} here (resolve 'auto' first), got {pooling!r}")
         if pooling == "cls" and encoder.num_prefix == 0:
             raise ValueError("pooling='cls' needs a prefix (CLS) token; this encoder has none: use 'mean'")
         self.encoder = encoder.eval()
@@ -255,6 +260,17 @@ class Embedder(nn.Module):
         return self.encoder.config.embed_dim
 
     @property
+    def num_bands(self) -> int:
+        """Frequency bands (token columns) of the grid: ``F'`` for ``pooling="bands"``."""
+        return self.encoder.grid_shape(self.patch_height, self.encoder.config.n_mels)[1]
+
+    @property
+    def output_dim(self) -> int:
+        """Width of one clip or frame vector: :attr:`embed_dim`, times :attr:`num_bands` when the
+        bands are concatenated."""
+        return self.embed_dim * (self.num_bands if self.pooling == "bands" else 1)
+
+    @property
     def num_layers(self) -> Optional[int]:
         """Entries on the layer axis, or None when there is none (``layers`` None, or averaged)."""
         return None if self.layers is None or self.layer_mean else len(self.layers)
@@ -374,13 +390,18 @@ class Embedder(nn.Module):
             reps = reps.mean(0, keepdim=True)
         P = out.num_prefix
         tokens = reps[:, :, P:]  # (L, R, N, D)
+        valid = (~out.padding_mask[:, P:]).to(tokens.dtype)  # (R, N)
+        gh, gw = out.grid
+        grid = tokens.reshape(tokens.shape[0], len(rows), gh, gw, -1)  # (L, R, T', F', D)
         if self.pooling == "cls":
             clip = reps[:, :, 0]
-        else:
-            valid = (~out.padding_mask[:, P:]).to(tokens.dtype)  # (R, N)
+        elif self.pooling == "mean":
             clip = (tokens * valid[None, :, :, None]).sum(2) / valid.sum(1)[None, :, None]
-        gh, gw = out.grid
-        steps = tokens.reshape(tokens.shape[0], len(rows), gh, gw, -1).mean(3)
+        else:  # bands: padding fills whole token steps, so one column of the mask says which steps hold audio
+            step_valid = valid.reshape(len(rows), gh, gw)[:, :, 0]  # (R, T')
+            clip = (grid * step_valid[None, :, :, None, None]).sum(2) / step_valid.sum(1)[None, :, None, None]
+            clip = clip.flatten(2)
+        steps = grid.flatten(3) if self.pooling == "bands" else grid.mean(3)
         return clip, steps, num_steps
 
     def _stitch(self, parts: Sequence[Tensor]) -> Tensor:

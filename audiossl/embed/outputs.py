@@ -274,7 +274,7 @@ def embed_files(
         if empty:
             writer.abort()
         else:
-            writer.close(embedder.embed_dim, layer_shape)
+            writer.close(embedder.output_dim, layer_shape)
     except BaseException as exc:
         writer.abort()
         if isinstance(exc, Exception) and is_no_space(exc):

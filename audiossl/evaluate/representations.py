@@ -104,8 +104,8 @@ class RepresentationSpec:
             raise ValueError(f"representation {self.name!r}: a {self.kind} representation needs a checkpoint path")
         if self.kind == "hear" and not self.module:
             raise ValueError(f"representation {self.name!r}: a hear representation needs a module name")
-        if self.pooling not in (None, "cls", "mean"):
-            raise ValueError(f"representation {self.name!r}: pooling must be None, 'cls' or 'mean', got {self.pooling!r}")
+        if self.pooling not in (None, "cls", "mean", "bands"):
+            raise ValueError(f"representation {self.name!r}: pooling must be None, 'cls', 'mean' or 'bands', got {self.pooling!r}")
         if self.kind in ("fbank", "hear") and (self.pooling is not None or self.layers is not None):
             raise ValueError(f"representation {self.name!r}: pooling/layers apply to checkpoint and random only")
         self.layers = parse_layers(self.layers)
@@ -341,7 +341,7 @@ def _encoder_pass(key: PassKey, task: Task, waves: WaveCache, device: str, batch
             features[split] = _embed_split(embedder, logmels, batch_size, bar)
     meta = {"pooling": embedder.pooling, "layers": embedder.layers, "layer_mean": getattr(embedder, "layer_mean", False),
             "depth": embedder.encoder.config.depth,
-            "embed_dim": embedder.embed_dim, "family": ckpt.get("family"), "sample_rate": embedder.sample_rate}
+            "embed_dim": embedder.output_dim, "family": ckpt.get("family"), "sample_rate": embedder.sample_rate}
     return features, meta
 
 

@@ -121,7 +121,7 @@ if run_stage 4; then
     # Default rows use the representation each checkpoint records (meta.embed); the per-block
     # rows and the CLS rows are the evidence for that choice.
     audiossl evaluate "${args[@]}" --baselines random,fbank --seeds "$seeds" --max-per-split "$max_per_split" \
-        --layers all --pooling cls,mean --out "$out/eval" --quiet
+        --layers all --layers top2-mean --pooling cls,mean --out "$out/eval" --quiet
 fi
 
 if run_stage 5; then

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -104,10 +104,11 @@ def run_client() -> Callable[..., str]:
     return _run_client
 
 
-def _native_checkpoint(path: Path, preset: str, sample_rate: int = 16000, target_length: int = 128) -> Path:
+def _native_checkpoint(path: Path, preset: str, sample_rate: int = 16000, target_length: int = 128,
+                       meta: Optional[Dict[str, Any]] = None) -> Path:
     """A randomly initialised ``preset`` saved as a native checkpoint with the ``ast`` front end
     at ``sample_rate`` and AudioSet normalisation, as ``audiossl.hear``'s random-weights path
-    builds it."""
+    builds it; ``meta`` as ``audiossl pretrain`` writes it (e.g. the recorded ``embed``)."""
     import torch
 
     from audiossl.features import FbankConfig, Normalizer
@@ -118,7 +119,8 @@ def _native_checkpoint(path: Path, preset: str, sample_rate: int = 16000, target
     fb = FbankConfig.preset("ast").to_dict()
     fb["sample_frequency"] = float(sample_rate)
     payload = native_payload(build_model(preset), family=family_of(preset), fbank=fb,
-                             normalizer=Normalizer.preset("audioset").to_dict(), target_length=target_length)
+                             normalizer=Normalizer.preset("audioset").to_dict(), target_length=target_length,
+                             meta=meta)
     return save_checkpoint(path, payload)
 
 

@@ -56,8 +56,17 @@ json.dump(results, open(sys.argv[1], "w"), indent=1)
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, native_checkpoint):
+    """Every preset at every rate with no recorded representation (upstream's choice: CLS for
+    EAT, the token mean otherwise), and at 16 kHz with what ``audiossl pretrain`` records
+    (``meta.embed``: bands of the top-two-block mean), keyed ``(preset, "recorded")``."""
+    from audiossl.models.registry import embedding_of, family_of
+
     root = tmp_path_factory.mktemp("hearvalidator")
-    return root, {(p, sr): native_checkpoint(root / f"{p}_{sr}.pt", p, sr) for p in PRESETS for sr in HEAR_SAMPLE_RATES}
+    ckpts = {(p, sr): native_checkpoint(root / f"{p}_{sr}.pt", p, sr) for p in PRESETS for sr in HEAR_SAMPLE_RATES}
+    for p in PRESETS:
+        ckpts[(p, "recorded")] = native_checkpoint(root / f"{p}_recorded.pt", p, 16000,
+                                                   meta={"embed": embedding_of(family_of(p))})
+    return root, ckpts
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +103,20 @@ def test_validator_passes(validated, preset, sample_rate, figure):
     hop = [l.split(" is ", 1)[1] for l in run["log"] if "Interval" in l]
     figure("validated", f"timestamps {shapes[0]}, scene {shapes[2]}, hop {hop[0]}"
            + (" (validator warns: hop > 50 ms)" if run["warnings"] else ""))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_validator_passes_the_recorded_representation(checkpoints, validated, preset, figure):
+    """The representation a checkpoint pretrained here records (``bands``: the frequency bands
+    concatenated, F' × D for patch tokens; one band for frame tokens) passes too, with scene and
+    timestamp embeddings of the same width."""
+    from audiossl.embed import Embedder
+
+    run = validated[1][(preset, "recorded")]
+    assert run["error"] is None, "\n".join([run["error"], *run["log"]])
+    emb = Embedder.from_checkpoint(checkpoints[1][(preset, "recorded")])
+    assert emb.pooling == "bands" and emb.output_dim == emb.embed_dim * emb.num_bands
+    assert (emb.num_bands == 1) == ("frame" in preset)
+    shapes = [l.split(": ", 1)[1] for l in run["log"] if "Received" in l]
+    assert shapes[0].endswith(f", {emb.output_dim}])") and shapes[2].endswith(f", {emb.output_dim}])"), shapes
+    figure("validated (recorded representation)", f"{preset}: timestamps {shapes[0]}, scene {shapes[2]}")

@@ -15,12 +15,14 @@ together by every forward, and splitting them would put each window rule in two 
   pooled fbank statistics see (on frame tokens, one band wide, ``"bands"`` equals ``"mean"``).
   ``"auto"`` on a checkpoint that records no representation follows upstream's recommendation
   per family: EAT (family ``eat``, or an imported ``encoder`` with one prefix token whose
-  ``meta.source`` is an EAT source) uses its CLS token, as EAT's ``feature_extract.py`` and fine-tuning do; every other
-  family (MAE/AudioMAE global pool, SSAST, MAE-AST, I-JEPA) uses the mean of patch tokens.
+  ``meta.source`` is an EAT source) uses its CLS token, as EAT's ``feature_extract.py`` and
+  fine-tuning do; every other family (MAE/AudioMAE global pool, SSAST, MAE-AST, I-JEPA) uses
+  the mean of patch tokens.
 * **Frame embeddings.** The token grid is reshaped to ``(T', F')`` and averaged over the
   frequency patches (concatenated with ``pooling="bands"``), one vector per token time step
-  (160 ms for 16×16 patches at a 10 ms frame shift). Each step's timestamp is the centre, in ms, of the audio its frames cover: the midpoint
-  between the centres of the step's first and last fbank frame. A last step that was completed
+  (160 ms for 16×16 patches at a 10 ms frame shift). Each step's timestamp is the centre, in
+  ms, of the audio its frames cover: the midpoint between the centres of the step's first and
+  last fbank frame. A last step that was completed
   with padding keeps the regular spacing, so its timestamp can lie a little past the audio.
 * **Layers.** ``layers=None`` gives the encoder's output (after its final norm, what upstream
   extracts). ``layers="all"`` or a list of block indices (negative counts from the end) gives

@@ -59,8 +59,8 @@ EMBEDDINGS: Dict[str, Dict[str, Any]] = {
     # block alone on most tasks for every family (the last block specialises in the pretext
     # task; data2vec/EAT's targets average the top blocks for the same reason). Keeping the
     # frequency bands apart ("bands", MSM-MAE/M2D's evaluation) beat the mean over all patches
-    # by 15-33 points for pretrained and random-init patch encoders alike; on frame tokens (one
-    # band) it is the mean.
+    # by 4-30 points on every task for every patch family, pretrained and random-init alike
+    # (benchmarks/README.md); on frame tokens (one band) it is the mean.
     family: {"pooling": "bands", "layers": [-2, -1], "layer_mean": True}
     for family in ("eat", "maeast", "ssast", "mae", "jepa")
 }

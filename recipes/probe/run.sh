@@ -2,7 +2,7 @@
 # The learning benchmark: does pretraining make representations better than no pretraining?
 # Real recorded audio from Debian packages -> one task manifest each (train/valid/test split so
 # that no text, kit, phrase or voice crosses) -> the training splits' audio pooled into one fbank
-# store -> each tiny family (widened to 128 x 4 in conf/) pretrained on it -> frozen embeddings
+# store -> each tiny family (EAT, MAE-AST-frame 128 x 4: conf/) pretrained on it -> frozen embeddings
 # probed on every task next to the same encoder randomly initialised and pooled fbank statistics,
 # in the same run.
 #

@@ -92,3 +92,12 @@ def test_every_recipe_masks_what_its_paper_masks_at_the_recipes_grid() -> None:
         grid = model_cfg.encoder.pos_grid
         share = model_cfg.num_masked / (grid[0] * grid[1])
         assert 0.7 <= share <= 0.8, f"{path.relative_to(REPO)}: {model_cfg.num_masked} of {grid[0] * grid[1]} tokens"
+
+
+@pytest.mark.parametrize("value", ["0", "two", ""])
+def test_probe_recipe_refuses_a_bad_thread_count_before_doing_anything(value: str, tmp_path: Path) -> None:
+    out = tmp_path / "probe"
+    done = _run("recipes/probe/run.sh", "--out", str(out), "--threads", value, "--no-install")
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"--threads must be a positive integer, got '{value}'" in done.stderr
+    assert not out.exists()

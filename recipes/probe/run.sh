@@ -17,8 +17,8 @@
 #   --max-per-split  probe on at most N clips per task split, spread over the classes (default
 #               1000: CPU minutes); pretraining always sees every training clip
 #   --threads   torch threads of each pretraining job (default: $OMP_NUM_THREADS if set, else
-#               every core); the configs' update counts fit ~14 minutes each on a quiet 2-core
-#               machine with 2 threads
+#               every core); the configs' update counts fit ~13.5 minutes each on a quiet
+#               2-core machine with 2 threads (EAT's sustained speed measured, the rest scaled)
 #   --no-install     do not apt-get the audio packages (tasks whose package is missing are skipped)
 #
 # Stages: 0 install packages (root, apt), 1 build tasks, 2 pooled training store + its statistics,
@@ -58,7 +58,7 @@ run_stage() { [ "$1" -ge "$stage" ] && [ "$1" -le "$stop_stage" ]; }
 # small, and oversubscribed OpenMP threads make a 2-core machine several times slower, not faster.
 # Pretraining runs one family at a time, so it gets --threads (every core): on the 2-core VM two
 # threads beside the loader worker ran EAT 128 x 4 at 110 clips/s against 70 with one, and
-# MAE-AST-frame 128 x 4 at 137 against 90 (the 64 x 2 families: 4-13 % faster).
+# MAE-AST-frame 128 x 4 at 137 against 90 (the 64 x 2 families: 3-13 % faster).
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
 if run_stage 0 && [ "$install" = 1 ]; then

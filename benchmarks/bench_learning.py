@@ -4,8 +4,9 @@
 Runs ``recipes/probe/run.sh`` (real-audio tasks from Debian packages → pooled training audio →
 each tiny family pretrained on it → frozen embeddings probed with C chosen on valid, next to the
 same encoder randomly initialised and pooled fbank statistics, in the same run) or reads a
-finished run, then prints per task and family the test accuracy (mean ± std over probe seeds),
-the margins over both baselines, the pretraining minutes, and the issue's targets:
+finished run, then prints per task and family the test accuracy (mean ± std over probe seeds,
+or over pretraining runs where a family has several), the margins over both baselines, the
+pretraining minutes, and the issue's targets:
 
 * EAT's linear probe, with the ``embed`` defaults a user gets, beats its random init by ≥ 10
   points and is at least as good as pooled fbank statistics on every task;
@@ -18,6 +19,8 @@ encoder already scores above 90 %: a 10-point margin over it cannot exist there.
     python benchmarks/bench_learning.py --out exp/probe                 # run (or continue) the recipe
     python benchmarks/bench_learning.py --out exp/probe --no-run        # only read and print
     python benchmarks/bench_learning.py --out /tmp/q --steps 40 --seeds 2 --max-per-split 60  # smoke
+    python benchmarks/bench_learning.py --out exp/probe --pretrain-runs 2   # two pretraining seeds
+        # per family: every number becomes the mean over runs, its ± the std over runs
     python benchmarks/bench_learning.py --out exp/probe --no-run --curves eat maeast_patch
         # the evidence over training: loss parts, prediction/target variance and every block's probe
         # accuracy at each saved checkpoint (exp/probe/curves/<family>.png and .json)
@@ -28,10 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 EAT_MARGIN, OTHER_MARGIN, OTHER_TASKS, SHORTCUT = 0.10, 0.05, 2, 0.95
@@ -47,7 +51,7 @@ def pct(x: Optional[float], std: Optional[float] = None) -> str:
 
 
 def default_rows(task: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
-    """family → {pretrained, random, fbank row dicts, margins} for the default-variant rows."""
+    """checkpoint name → {pretrained, random, fbank row dicts, margins} for the default-variant rows."""
     rows = task["rows"]
     fbank = next((r for r in rows if r["kind"] == "fbank"), None)
     out: Dict[str, Dict[str, Any]] = {}
@@ -57,6 +61,55 @@ def default_rows(task: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
         rand = next((o for o in rows if o["kind"] == "random" and o["group"] == r["group"] and o["variant"] == r["variant"]), None)
         margins = {m["kind"]: m for m in task.get("margins", []) if m["pretrained"] == r["name"]}
         out[r["group"]] = {"pretrained": r, "random": rand, "fbank": fbank, "margins": margins}
+    return out
+
+
+_RUN = re.compile(r"^(.+)-run(\d+)$")
+
+
+def family_of(name: str) -> str:
+    """``eat-run2`` → ``eat``: the recipe's ``--pretrain-runs`` names run k of a family so."""
+    m = _RUN.match(name)
+    return m.group(1) if m else name
+
+
+def _mean_std(values: List[float]) -> Tuple[float, float]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else float("nan")
+    return mean, std
+
+
+def family_rows(task: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """family → the default rows of its pretraining runs, averaged.
+
+    One run: its own numbers, std over probe seeds. Several runs (``eat``, ``eat-run2``, …): each
+    number is the mean over runs and each std the std over runs (of the per-run probe-seed
+    means), because the pretraining seed, not the probe seed, is the larger error bar; ``runs``
+    keeps every run's margin over random init."""
+    by_family: Dict[str, List[Dict[str, Any]]] = {}
+    for name, d in default_rows(task).items():
+        by_family.setdefault(family_of(name), []).append(d)
+    out: Dict[str, Dict[str, Any]] = {}
+    for fam, ds in by_family.items():
+        def agg(get):
+            values = [get(d) for d in ds]
+            if len(ds) == 1:
+                return values[0]
+            return _mean_std([v[0] for v in values])
+        pre = agg(lambda d: (d["pretrained"]["test_mean"], d["pretrained"]["test_std"]))
+        rnd = agg(lambda d: (d["random"]["test_mean"], d["random"]["test_std"]) if d["random"] else (float("nan"),) * 2)
+        dr = agg(lambda d: (d["margins"].get("random", {}).get("mean", float("nan")),
+                            d["margins"].get("random", {}).get("std", float("nan"))))
+        df = agg(lambda d: (d["margins"].get("fbank", {}).get("mean", float("nan")),
+                            d["margins"].get("fbank", {}).get("std", float("nan"))))
+        fb = ds[0]["fbank"]
+        out[fam] = {"pretrained": pre, "random": rnd if ds[0]["random"] else None,
+                    "fbank": (fb["test_mean"], fb["test_std"]) if fb else None,
+                    "random_margin": dr, "fbank_margin": df, "n_runs": len(ds),
+                    "runs": [d["margins"].get("random", {}).get("mean", float("nan")) for d in ds]}
     return out
 
 
@@ -74,8 +127,15 @@ def report(out: Path) -> int:
             if secs.strip().endswith("s"):
                 minutes[name.strip()] = float(secs.strip()[:-1]) / 60
     tasks = results["tasks"]
-    print(f"probe: {results['probe']}, seeds: {results['seeds']}; test accuracy %, mean ± std over seeds\n")
-    header = f"{'task':18s} {'family':18s} {'pretrained':>13s} {'random init':>13s} {'fbank stats':>13s} {'Δ random':>14s} {'Δ fbank':>14s}"
+    n_runs = {fam: d["n_runs"] for t in tasks.values() for fam, d in family_rows(t).items()}
+    print(f"probe: {results['probe']}, seeds: {results['seeds']}; test accuracy %, mean ± std over probe seeds")
+    several = {f: n for f, n in n_runs.items() if n > 1}
+    if several:
+        print("pretraining runs: " + ", ".join(f"{f} {n}" for f, n in several.items())
+              + " (their rows: mean ± std over pretraining runs; last column: each run's Δ random)")
+    print()
+    header = (f"{'task':18s} {'family':18s} {'pretrained':>13s} {'random init':>13s} {'fbank stats':>13s} "
+              f"{'Δ random':>14s} {'Δ fbank':>14s}" + ("  runs' Δ random" if several else ""))
     print(header)
     print("-" * len(header))
     wins: Dict[str, List[str]] = {}
@@ -83,18 +143,18 @@ def report(out: Path) -> int:
     shortcut: List[str] = []
     ceiling: List[str] = []
     for name, task in tasks.items():
-        fams = default_rows(task)
-        for fam, d in fams.items():
-            p, r, f, m = d["pretrained"], d["random"], d["fbank"], d["margins"]
-            dr, df = m.get("random", {}), m.get("fbank", {})
-            print(f"{name:18s} {fam:18s} {pct(p['test_mean'], p['test_std']):>13s} "
-                  f"{pct(r['test_mean'], r['test_std']) if r else '—':>13s} {pct(f['test_mean']) if f else '—':>13s} "
-                  f"{pct(dr.get('mean'), dr.get('std')):>14s} {pct(df.get('mean'), df.get('std')):>14s}")
-            margin = dr.get("mean", float("nan"))
+        for fam, d in family_rows(task).items():
+            p, r, f, dr, df = d["pretrained"], d["random"], d["fbank"], d["random_margin"], d["fbank_margin"]
+            line = (f"{name:18s} {fam:18s} {pct(*p):>13s} {pct(*r) if r else '—':>13s} {pct(f[0]) if f else '—':>13s} "
+                    f"{pct(*dr):>14s} {pct(*df):>14s}")
+            if d["n_runs"] > 1:
+                line += "  " + ", ".join(f"{100 * v:+.1f}" for v in d["runs"])
+            print(line)
+            margin = dr[0]
             if fam.startswith("eat"):
-                eat_ok[name] = margin >= EAT_MARGIN and df.get("mean", -1) >= 0
-                if r and r["test_mean"] + EAT_MARGIN > 1.0:
-                    ceiling.append(f"{name} ({fam} random init {pct(r['test_mean']).strip()} %)")
+                eat_ok[name] = margin >= EAT_MARGIN and df[0] >= 0
+                if r and r[0] + EAT_MARGIN > 1.0:
+                    ceiling.append(f"{name} ({fam} random init {pct(r[0]).strip()} %)")
             elif margin >= OTHER_MARGIN:
                 wins.setdefault(fam, []).append(name)
         fb = next((r for r in task["rows"] if r["kind"] == "fbank"), None)
@@ -107,12 +167,12 @@ def report(out: Path) -> int:
         print("recording-identity shortcut (fbank statistics ≥ 95 %): " + "; ".join(shortcut))
     if ceiling:
         print(f"no room for +{100 * EAT_MARGIN:.0f} over random init: " + "; ".join(ceiling))
-    print("\ntargets")
+    print("\ntargets" + (" (mean over pretraining runs)" if several else ""))
     if eat_ok:
         bad = [t for t, ok in eat_ok.items() if not ok]
         print(f"  EAT ≥ random + {100 * EAT_MARGIN:.0f} and ≥ fbank on every task: "
               + ("met" if not bad else f"NOT met on {', '.join(bad)}"))
-    families = {fam for t in tasks.values() for fam in default_rows(t) if not fam.startswith("eat")}
+    families = {fam for t in tasks.values() for fam in family_rows(t) if not fam.startswith("eat")}
     for fam in sorted(families):
         got = wins.get(fam, [])
         ok = len(got) >= OTHER_TASKS
@@ -124,8 +184,6 @@ def report(out: Path) -> int:
 def curves(out: Path, family: str, max_per_split: int = 400) -> Path:
     """Per-layer probe accuracy (logreg, test) of every saved checkpoint of ``family``'s run,
     with the run's loss parts and variances, as one PNG and JSON under ``out/curves``."""
-    import re
-
     from audiossl.evaluate import RepresentationSpec, evaluate
 
     run = out / "pretrain" / family

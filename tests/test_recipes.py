@@ -94,10 +94,41 @@ def test_every_recipe_masks_what_its_paper_masks_at_the_recipes_grid() -> None:
         assert 0.7 <= share <= 0.8, f"{path.relative_to(REPO)}: {model_cfg.num_masked} of {grid[0] * grid[1]} tokens"
 
 
+@pytest.mark.parametrize("option", ["--threads", "--pretrain-runs"])
 @pytest.mark.parametrize("value", ["0", "two", ""])
-def test_probe_recipe_refuses_a_bad_thread_count_before_doing_anything(value: str, tmp_path: Path) -> None:
+def test_probe_recipe_refuses_a_bad_count_before_doing_anything(option: str, value: str, tmp_path: Path) -> None:
     out = tmp_path / "probe"
-    done = _run("recipes/probe/run.sh", "--out", str(out), "--threads", value, "--no-install")
+    done = _run("recipes/probe/run.sh", "--out", str(out), option, value, "--no-install")
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
-    assert f"--threads must be a positive integer, got '{value}'" in done.stderr
+    assert f"{option} must be a positive integer, got '{value}'" in done.stderr
     assert not out.exists()
+
+
+def test_probe_recipe_pretrains_each_run_with_its_own_seed(make_speech, tmp_path: Path) -> None:
+    # Stage 3 alone, on a store of real speech (one batch of 16 clips) standing in for the pooled
+    # training audio.
+    from audiossl.data.manifest import read_manifest
+    from audiossl.data.store import compute_stats, precompute, write_normalizer
+
+    out = tmp_path / "probe"
+    (out / "tasks" / "toy").mkdir(parents=True)
+    (out / "tasks" / "toy" / "manifest.csv").write_text("id,path,labels,split\n")
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    for i in range(16):
+        shutil.copy(make_speech(f"Clip number {i} of the pooled training audio."), wavs / f"c{i}.wav")
+    store = out / "pool" / "train.h5"
+    precompute(read_manifest(wavs), store, workers=1, progress=False)
+    write_normalizer(store, compute_stats(store, progress=False).to_normalizer())
+    done = _run("recipes/probe/run.sh", "--out", str(out), "--tasks", "toy", "--families", "maeast_patch",
+                "--steps", "2", "--pretrain-runs", "2", "--stage", "3", "--stop-stage", "3", "--no-install")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name, seed in (("maeast_patch", 1), ("maeast_patch-run2", 2)):
+        run = out / "pretrain" / name
+        assert (run / "model.pt").exists(), name
+        assert f"seed: {seed}\n" in (run / "config.yaml").read_text(), name
+    minutes = (out / "pretrain" / "minutes.txt").read_text()
+    assert "maeast_patch:" in minutes and "maeast_patch-run2:" in minutes
+    again = _run("recipes/probe/run.sh", "--out", str(out), "--tasks", "toy", "--families", "maeast_patch",
+                 "--pretrain-runs", "2", "--stage", "3", "--stop-stage", "3", "--no-install")
+    assert again.returncode == 0 and "maeast_patch-run2: pretrained" in again.stdout

@@ -35,9 +35,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from audiossl.evaluate.results import mean_std  # noqa: E402  (the evaluation's own mean ± sample std)
+
 EAT_MARGIN, OTHER_MARGIN, OTHER_TASKS, SHORTCUT = 0.10, 0.05, 2, 0.95
 
 
@@ -73,15 +76,6 @@ def family_of(name: str) -> str:
     return m.group(1) if m else name
 
 
-def _mean_std(values: List[float]) -> Tuple[float, float]:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return float("nan"), float("nan")
-    mean = sum(vals) / len(vals)
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else float("nan")
-    return mean, std
-
-
 def family_rows(task: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     """family → the default rows of its pretraining runs, averaged.
 
@@ -98,7 +92,7 @@ def family_rows(task: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
             values = [get(d) for d in ds]
             if len(ds) == 1:
                 return values[0]
-            return _mean_std([v[0] for v in values])
+            return mean_std([v[0] for v in values])
         pre = agg(lambda d: (d["pretrained"]["test_mean"], d["pretrained"]["test_std"]))
         rnd = agg(lambda d: (d["random"]["test_mean"], d["random"]["test_std"]) if d["random"] else (float("nan"),) * 2)
         dr = agg(lambda d: (d["margins"].get("random", {}).get("mean", float("nan")),
